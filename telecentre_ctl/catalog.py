@@ -1,0 +1,181 @@
+"""The service catalogue: services/<name>/service.yml, each service declared once.
+
+The Python side reads entries into `Service` objects; the Ansible side receives the same
+validated data (`Catalog.as_data()`) as one variable, `tc_catalog`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from telecentre_ctl import yamlio
+from telecentre_ctl.errors import InvalidInput, Problem
+from telecentre_ctl.paths import SCHEMA_FILE, SERVICES_DIR
+
+PROFILES = ("lite", "standard", "full")
+# What a site may say about any app in site.yml, besides the options its entry declares.
+COMMON_OPTIONS = {
+    "subdomain": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,30}$"},
+    "memory_mb": {"type": "integer", "minimum": 16, "maximum": 16384},
+}
+
+
+@dataclass(frozen=True)
+class Service:
+    """One catalogue entry. `data` is the validated entry, as Ansible receives it."""
+
+    name: str
+    kind: str
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return tuple(self.data.get("profiles", ()))
+
+    @property
+    def memory_mb(self) -> int:
+        return int(self.data["memory_mb"])
+
+    @property
+    def depends(self) -> tuple[str, ...]:
+        return tuple(self.data.get("depends", ()))
+
+    @property
+    def image(self) -> str:
+        """The image reference deployed: pinned upstream, or the tag of the local build."""
+        build = self.data.get("build")
+        return str(build["tag"]) if build else str(self.data["image"])
+
+    @property
+    def built_locally(self) -> bool:
+        return "build" in self.data
+
+    @property
+    def download_mb(self) -> int | None:
+        value = self.data.get("download_mb")
+        return int(value) if value is not None else None
+
+    @property
+    def subdomain(self) -> str | None:
+        route = self.data.get("route")
+        return str(route["subdomain"]) if route else None
+
+    @property
+    def secrets(self) -> dict[str, dict[str, Any]]:
+        return dict(self.data.get("secrets", {}))
+
+    @property
+    def options_schema(self) -> dict[str, Any]:
+        return {**COMMON_OPTIONS, **self.data.get("options", {})}
+
+    def text(self, key: str, locale: str) -> str:
+        return str(self.data[key][locale])
+
+
+@dataclass(frozen=True)
+class Catalog:
+    services: dict[str, Service]
+    root: Path
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.services
+
+    def __getitem__(self, name: str) -> Service:
+        return self.services[name]
+
+    def apps(self) -> list[Service]:
+        return [s for s in self.services.values() if s.kind == "app"]
+
+    def infra(self) -> list[Service]:
+        return [s for s in self.services.values() if s.kind == "infra"]
+
+    def in_profile(self, profile: str) -> list[Service]:
+        return [s for s in self.apps() if profile in s.profiles]
+
+    def as_data(self) -> dict[str, dict[str, Any]]:
+        return {name: s.data for name, s in self.services.items()}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _schema_problems(data: Any, shown: str, raw: Any) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+
+    problems = []
+    validator = Draft202012Validator(schema())
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
+        key = ".".join(str(p) for p in err.absolute_path)
+        problems.append(
+            Problem(shown, key, err.message, "see services/schema.json for the allowed form",
+                    yamlio.line_of(raw, tuple(err.absolute_path)))
+        )
+    return problems
+
+
+def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Problem]:
+    """Schema plus the rules a schema cannot say; empty when the entry is sound."""
+    problems = _schema_problems(data, shown, raw)
+    if problems:
+        return problems
+    if data["name"] != name:
+        problems.append(Problem(shown, "name", f"says {data['name']!r} but the folder is {name!r}",
+                                "make name: match the folder name"))
+    for vol in data.get("backup", {}).get("volumes", []):
+        if vol not in data.get("volumes", {}):
+            problems.append(Problem(shown, "backup.volumes", f"{vol!r} is not a declared volume",
+                                    "list only names declared under volumes:"))
+    if data.get("backup", {}).get("database") and not set(data.get("depends", [])) & {
+        "postgres", "mariadb"
+    }:
+        problems.append(Problem(shown, "backup.database", "no database dependency to dump",
+                                "add postgres or mariadb to depends:, or drop database: true"))
+    if "db_password" in data.get("secrets", {}) and not set(data.get("depends", [])) & {
+        "postgres", "mariadb"
+    }:
+        problems.append(Problem(shown, "secrets.db_password", "no database dependency",
+                                "add postgres or mariadb to depends:"))
+    build = data.get("build")
+    if build and not (SERVICES_DIR / name / build["context"] / "Dockerfile").is_file():
+        problems.append(Problem(shown, "build.context", "no Dockerfile in the build folder",
+                                f"add services/{name}/{build['context']}/Dockerfile"))
+    return problems
+
+
+def load_catalog(root: Path = SERVICES_DIR) -> Catalog:
+    """Every entry under `root`, validated; raises InvalidInput listing all problems."""
+    services: dict[str, Service] = {}
+    problems: list[Problem] = []
+    for entry_file in sorted(root.glob("*/service.yml")):
+        name = entry_file.parent.name
+        shown = f"services/{name}/service.yml"
+        try:
+            raw = yamlio.load(entry_file, shown)
+        except yamlio.YamlProblem as err:
+            problems.append(err.problem)
+            continue
+        data = yamlio.plain(raw)
+        found = check_entry(name, data, shown, raw)
+        if found:
+            problems += found
+            continue
+        services[name] = Service(name=name, kind=data["kind"], data=data)
+    for service in services.values():
+        for dep in service.depends:
+            if dep not in services or services[dep].kind != "dependency":
+                problems.append(Problem(f"services/{service.name}/service.yml", "depends",
+                                        f"{dep!r} is not a dependency entry of the catalogue",
+                                        f"add services/{dep}/service.yml with kind: dependency"))
+    if problems:
+        raise InvalidInput("the service catalogue is invalid", problems=problems)
+    if not services:
+        raise InvalidInput(f"no catalogue entries under {root}",
+                           fix="run from a full checkout of telecentre-ctl (services/ folder)")
+    return Catalog(services=services, root=root)

@@ -1,0 +1,176 @@
+"""What each host should run, computed from plain data: the catalogue and site.yml.
+
+These functions take the same dictionaries Ansible receives (tc_catalog, tc_site) so the
+roles (through the filter plugin) and `plan` (through the same templates) agree by
+construction. Templates only substitute what these return.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+OPT_DIR = "/opt/telecentre"  # compose projects and rendered configuration
+DATA_DIR = "/srv/telecentre"  # service data, one folder per volume: what backups read
+PROXY_NETWORK = "telecentre"
+PROXY_SUBNET = "172.31.240.0/24"
+DATA_NETWORK = "telecentre_data"  # internal: databases are never reachable from outside
+LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
+PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9-]+))?\}")
+PLACEHOLDERS = {"host", "url", "host_of", "db_host", "db_name", "db_user", "redis_host",
+                "proxy_network", "title", "locale", "admin_email", "base_domain"}
+DATABASE_ENGINES = ("postgres", "mariadb")
+
+
+def subdomain(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> str:
+    option = (site.get("services", {}).get(name) or {}).get("subdomain")
+    return str(option or catalog[name]["route"]["subdomain"])
+
+
+def fqdn(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> str:
+    return f"{subdomain(name, site, catalog)}.{site['base_domain']}"
+
+
+def database_of(entry: dict[str, Any]) -> str | None:
+    return next((d for d in entry.get("depends", []) if d in DATABASE_ENGINES), None)
+
+
+def db_identifier(name: str) -> str:
+    """Database and user name of a consumer: SQL-safe form of the service name."""
+    return "tc_" + name.replace("-", "_")
+
+
+def fill(value: Any, name: str, site: dict[str, Any], catalog: dict[str, Any]) -> Any:
+    """Replace {placeholders} in one env value. Unknown placeholders raise ValueError."""
+    if not isinstance(value, str):
+        return value
+    entry = catalog[name]
+
+    def one(match: re.Match[str]) -> str:
+        key, arg = match.group(1), match.group(2)
+        if key == "host":
+            return fqdn(name, site, catalog)
+        if key == "url":
+            return f"https://{fqdn(name, site, catalog)}"
+        if key == "host_of" and arg in catalog and "route" in catalog[arg]:
+            return fqdn(arg, site, catalog)
+        if key == "db_host" and database_of(entry):
+            return str(database_of(entry))
+        if key in ("db_name", "db_user"):
+            return db_identifier(name)
+        if key == "redis_host":
+            return "redis"
+        if key == "proxy_network":
+            return PROXY_SUBNET
+        if key in ("title", "locale", "admin_email", "base_domain"):
+            return str(site[key])
+        raise ValueError(f"{name}: unknown placeholder {match.group(0)} in env")
+
+    return PLACEHOLDER_RE.sub(one, value)
+
+
+def memory_mb(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> int:
+    option = (site.get("services", {}).get(name) or {}).get("memory_mb")
+    return int(option or catalog[name]["memory_mb"])
+
+
+def secret_env(name: str, catalog: dict[str, Any]) -> list[str]:
+    """Secrets the image only accepts as environment variables (they go to a 0600 env file)."""
+    return [s for s, spec in catalog[name].get("secrets", {}).items() if "env" in spec]
+
+
+def env_file_lines(name: str, catalog: dict[str, Any], values: dict[str, str]) -> list[str]:
+    specs = catalog[name].get("secrets", {})
+    return [f"{specs[s]['env']}={values[s]}" for s in secret_env(name, catalog)]
+
+
+def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:
+    """The compose document for one service on a host."""
+    entry = catalog[name]
+    project_dir = f"{OPT_DIR}/{name}"
+    service: dict[str, Any] = {
+        "image": entry["build"]["tag"] if "build" in entry else entry["image"],
+        "container_name": f"tc-{name}",
+        "restart": "unless-stopped",
+        "mem_limit": f"{memory_mb(name, site, catalog)}m",
+        "security_opt": ["no-new-privileges:true"],
+        "logging": {"driver": "json-file", "options": dict(LOG_OPTIONS)},
+        "labels": {"org.telecentre.site": site["name"], "org.telecentre.service": name},
+    }
+    if "cap_add" in entry:
+        service["cap_drop"] = ["ALL"]
+        if entry["cap_add"]:
+            service["cap_add"] = list(entry["cap_add"])
+    if entry.get("read_only"):
+        service["read_only"] = True
+    for key in ("user", "command", "tmpfs"):
+        if key in entry:
+            service[key] = list(entry[key]) if isinstance(entry[key], list) else entry[key]
+
+    env = {k: str(fill(v, name, site, catalog)) for k, v in entry.get("env", {}).items()}
+    secrets = entry.get("secrets", {})
+    file_secrets = sorted(s for s, spec in secrets.items() if "env" not in spec)
+    for secret in file_secrets:
+        if "file_env" in secrets[secret]:
+            env[secrets[secret]["file_env"]] = f"/run/secrets/{secret}"
+    if env:
+        service["environment"] = dict(sorted(env.items()))
+    if secret_env(name, catalog):
+        service["env_file"] = [f"{project_dir}/secrets.env"]
+    if file_secrets:
+        service["secrets"] = file_secrets
+
+    volumes = [f"{DATA_DIR}/{name}/{vol}:{path}" for vol, path in entry.get("volumes", {}).items()]
+    volumes += [f"{OPT_DIR}/{src}:{dst}:ro" for src, dst in entry.get("config_mounts", {}).items()]
+    if volumes:
+        service["volumes"] = volumes
+    ports = [f"{p['port']}:{p['port']}/{p.get('protocol', 'tcp')}" for p in entry.get("publish", [])]
+    if ports:
+        service["ports"] = ports
+    if "healthcheck" in entry:
+        service["healthcheck"] = dict(entry["healthcheck"])
+
+    uses_data = entry["kind"] == "dependency" or bool(entry.get("depends"))
+    networks = ([PROXY_NETWORK] if entry["kind"] != "dependency" else []) + (
+        [DATA_NETWORK] if uses_data else [])
+    service["networks"] = networks
+    doc: dict[str, Any] = {
+        "name": f"tc-{name}",
+        "services": {name: service},
+        "networks": {n: {"external": True, "name": n} for n in networks},
+    }
+    if file_secrets:
+        doc["secrets"] = {s: {"file": f"{project_dir}/secrets/{s}"} for s in file_secrets}
+    return doc
+
+
+def proxy_routes(host_services: list[str], site: dict[str, Any],
+                 catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """One route per app on the host: its public name and the upstream inside Docker."""
+    routes = []
+    for name in host_services:
+        entry = catalog[name]
+        if entry["kind"] != "app" or "route" not in entry:
+            continue
+        routes.append({
+            "service": name,
+            "host": fqdn(name, site, catalog),
+            "upstream": f"{name}:{entry['port']}",
+            "max_body_mb": entry["route"].get("max_body_mb", 100),
+        })
+    return routes
+
+
+def portal_entries(site: dict[str, Any], catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the portal lists: every enabled app, in the site's locale."""
+    locale = site["locale"]
+    return [
+        {
+            "service": name,
+            "title": catalog[name]["title"][locale],
+            "description": catalog[name]["description"][locale],
+            "login": catalog[name]["login"][locale],
+            "url": f"https://{fqdn(name, site, catalog)}/",
+        }
+        for name in sorted(site.get("services", {}))
+    ]
