@@ -1,4 +1,4 @@
-"""telecentre-ctl: shared digital services for rural telecentres, deployed with Ansible and Docker."""
+"""telecentre-ctl: a rural telecentre's shared services, deployed with Ansible and Docker."""
 
 from __future__ import annotations
 

@@ -114,8 +114,13 @@ def _schema_problems(data: Any, shown: str, raw: Any) -> list[Problem]:
     for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
         key = ".".join(str(p) for p in err.absolute_path)
         problems.append(
-            Problem(shown, key, err.message, "see services/schema.json for the allowed form",
-                    yamlio.line_of(raw, tuple(err.absolute_path)))
+            Problem(
+                shown,
+                key,
+                err.message,
+                "see services/schema.json for the allowed form",
+                yamlio.line_of(raw, tuple(err.absolute_path)),
+            )
         )
     return problems
 
@@ -126,26 +131,58 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
     if problems:
         return problems
     if data["name"] != name:
-        problems.append(Problem(shown, "name", f"says {data['name']!r} but the folder is {name!r}",
-                                "make name: match the folder name"))
+        problems.append(
+            Problem(
+                shown,
+                "name",
+                f"says {data['name']!r} but the folder is {name!r}",
+                "make name: match the folder name",
+            )
+        )
     for vol in data.get("backup", {}).get("volumes", []):
         if vol not in data.get("volumes", {}):
-            problems.append(Problem(shown, "backup.volumes", f"{vol!r} is not a declared volume",
-                                    "list only names declared under volumes:"))
+            problems.append(
+                Problem(
+                    shown,
+                    "backup.volumes",
+                    f"{vol!r} is not a declared volume",
+                    "list only names declared under volumes:",
+                )
+            )
     if data.get("backup", {}).get("database") and not set(data.get("depends", [])) & {
-        "postgres", "mariadb"
+        "postgres",
+        "mariadb",
     }:
-        problems.append(Problem(shown, "backup.database", "no database dependency to dump",
-                                "add postgres or mariadb to depends:, or drop database: true"))
+        problems.append(
+            Problem(
+                shown,
+                "backup.database",
+                "no database dependency to dump",
+                "add postgres or mariadb to depends:, or drop database: true",
+            )
+        )
     if "db_password" in data.get("secrets", {}) and not set(data.get("depends", [])) & {
-        "postgres", "mariadb"
+        "postgres",
+        "mariadb",
     }:
-        problems.append(Problem(shown, "secrets.db_password", "no database dependency",
-                                "add postgres or mariadb to depends:"))
+        problems.append(
+            Problem(
+                shown,
+                "secrets.db_password",
+                "no database dependency",
+                "add postgres or mariadb to depends:",
+            )
+        )
     build = data.get("build")
     if build and not (SERVICES_DIR / name / build["context"] / "Dockerfile").is_file():
-        problems.append(Problem(shown, "build.context", "no Dockerfile in the build folder",
-                                f"add services/{name}/{build['context']}/Dockerfile"))
+        problems.append(
+            Problem(
+                shown,
+                "build.context",
+                "no Dockerfile in the build folder",
+                f"add services/{name}/{build['context']}/Dockerfile",
+            )
+        )
     return problems
 
 
@@ -170,12 +207,19 @@ def load_catalog(root: Path = SERVICES_DIR) -> Catalog:
     for service in services.values():
         for dep in service.depends:
             if dep not in services or services[dep].kind != "dependency":
-                problems.append(Problem(f"services/{service.name}/service.yml", "depends",
-                                        f"{dep!r} is not a dependency entry of the catalogue",
-                                        f"add services/{dep}/service.yml with kind: dependency"))
+                problems.append(
+                    Problem(
+                        f"services/{service.name}/service.yml",
+                        "depends",
+                        f"{dep!r} is not a dependency entry of the catalogue",
+                        f"add services/{dep}/service.yml with kind: dependency",
+                    )
+                )
     if problems:
         raise InvalidInput("the service catalogue is invalid", problems=problems)
     if not services:
-        raise InvalidInput(f"no catalogue entries under {root}",
-                           fix="run from a full checkout of telecentre-ctl (services/ folder)")
+        raise InvalidInput(
+            f"no catalogue entries under {root}",
+            fix="run from a full checkout of telecentre-ctl (services/ folder)",
+        )
     return Catalog(services=services, root=root)

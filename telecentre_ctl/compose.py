@@ -17,8 +17,20 @@ PROXY_SUBNET = "172.31.240.0/24"
 DATA_NETWORK = "telecentre_data"  # internal: databases are never reachable from outside
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9-]+))?\}")
-PLACEHOLDERS = {"host", "url", "host_of", "db_host", "db_name", "db_user", "redis_host",
-                "proxy_network", "title", "locale", "admin_email", "base_domain"}
+PLACEHOLDERS = {
+    "host",
+    "url",
+    "host_of",
+    "db_host",
+    "db_name",
+    "db_user",
+    "redis_host",
+    "proxy_network",
+    "title",
+    "locale",
+    "admin_email",
+    "base_domain",
+}
 DATABASE_ENGINES = ("postgres", "mariadb")
 
 
@@ -124,7 +136,9 @@ def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) ->
     volumes += [f"{OPT_DIR}/{src}:{dst}:ro" for src, dst in entry.get("config_mounts", {}).items()]
     if volumes:
         service["volumes"] = volumes
-    ports = [f"{p['port']}:{p['port']}/{p.get('protocol', 'tcp')}" for p in entry.get("publish", [])]
+    ports = [
+        f"{p['port']}:{p['port']}/{p.get('protocol', 'tcp')}" for p in entry.get("publish", [])
+    ]
     if ports:
         service["ports"] = ports
     if "healthcheck" in entry:
@@ -132,7 +146,8 @@ def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) ->
 
     uses_data = entry["kind"] == "dependency" or bool(entry.get("depends"))
     networks = ([PROXY_NETWORK] if entry["kind"] != "dependency" else []) + (
-        [DATA_NETWORK] if uses_data else [])
+        [DATA_NETWORK] if uses_data else []
+    )
     service["networks"] = networks
     doc: dict[str, Any] = {
         "name": f"tc-{name}",
@@ -144,20 +159,23 @@ def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) ->
     return doc
 
 
-def proxy_routes(host_services: list[str], site: dict[str, Any],
-                 catalog: dict[str, Any]) -> list[dict[str, Any]]:
+def proxy_routes(
+    host_services: list[str], site: dict[str, Any], catalog: dict[str, Any]
+) -> list[dict[str, Any]]:
     """One route per app on the host: its public name and the upstream inside Docker."""
     routes = []
     for name in host_services:
         entry = catalog[name]
         if entry["kind"] != "app" or "route" not in entry:
             continue
-        routes.append({
-            "service": name,
-            "host": fqdn(name, site, catalog),
-            "upstream": f"{name}:{entry['port']}",
-            "max_body_mb": entry["route"].get("max_body_mb", 100),
-        })
+        routes.append(
+            {
+                "service": name,
+                "host": fqdn(name, site, catalog),
+                "upstream": f"{name}:{entry['port']}",
+                "max_body_mb": entry["route"].get("max_body_mb", 100),
+            }
+        )
     return routes
 
 

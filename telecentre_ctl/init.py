@@ -58,15 +58,22 @@ class InitAnswers:
         if key_file is None and interactive:
             key_file = Path(click.prompt("Your SSH public key file", err=True))
         if key_file is None:
-            raise InvalidInput("no SSH public key to give the admin account",
-                               fix="pass --ssh-key ~/.ssh/id_ed25519.pub (create one with "
-                                   "ssh-keygen -t ed25519)")
+            raise InvalidInput(
+                "no SSH public key to give the admin account",
+                fix="pass --ssh-key ~/.ssh/id_ed25519.pub (create one with ssh-keygen -t ed25519)",
+            )
         host = ask("host_address", "Address of the server (empty to decide later)", "") or None
         return cls(
-            name=str(name), title=str(title), locale=str(locale), profile=str(profile),
+            name=str(name),
+            title=str(title),
+            locale=str(locale),
+            profile=str(profile),
             services=[s.strip() for s in str(services_csv).split(",") if s.strip()],
-            domain=domain, admin_email=str(email), admin_name=str(admin),
-            ssh_key=_read_key(Path(key_file)), host_address=host,
+            domain=domain,
+            admin_email=str(email),
+            admin_name=str(admin),
+            ssh_key=_read_key(Path(key_file)),
+            host_address=host,
             ram_gb=given.get("ram_gb"),
         )
 
@@ -83,8 +90,9 @@ def _read_key(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip().splitlines()[0]
     except (OSError, UnicodeDecodeError, IndexError) as err:
-        raise InvalidInput(f"{path}: cannot read an SSH public key",
-                           fix="pass --ssh-key with a .pub file") from err
+        raise InvalidInput(
+            f"{path}: cannot read an SSH public key", fix="pass --ssh-key with a .pub file"
+        ) from err
 
 
 def site_document(a: InitAnswers) -> dict[str, Any]:
@@ -97,8 +105,11 @@ def site_document(a: InitAnswers) -> dict[str, Any]:
         "admins": [{"name": a.admin_name, "ssh_key": a.ssh_key}],
         "profile": a.profile,
         "services": {s: {} for s in a.services},
-        "backup": {"target": "/srv/backup", "time": "02:30",
-                   "keep": {"daily": 7, "weekly": 4, "monthly": 6}},
+        "backup": {
+            "target": "/srv/backup",
+            "time": "02:30",
+            "keep": {"daily": 7, "weekly": 4, "monthly": 6},
+        },
     }
     return doc
 
@@ -115,8 +126,8 @@ def hosts_document(a: InitAnswers) -> dict[str, Any]:
 HEADER = {
     "site.yml": "# Site {name}: what this telecentre runs. Check with: telecentre-ctl validate\n",
     "hosts.yml": "# Ansible inventory of site {name} (group telecentre). A host without\n"
-                 "# ansible_host is reached by its name; `telecentre-ctl lab up` rewrites this\n"
-                 "# file for local lab hosts.\n",
+    "# ansible_host is reached by its name; `telecentre-ctl lab up` rewrites this\n"
+    "# file for local lab hosts.\n",
 }
 
 
@@ -130,15 +141,20 @@ def create_site(site_dir: Path, answers: InitAnswers, *, force: bool) -> Created
     """Write the site, validated first in a scratch folder so bad answers touch nothing."""
     existing = [f for f in (*SITE_FILES, SECRETS_FILE) if (site_dir / f).exists()]
     if existing and not force:
-        raise InvalidInput(f"{site_dir} already holds a site ({', '.join(existing)})",
-                           fix="choose another folder, or pass --force to replace site.yml and "
-                               "hosts.yml (secrets are kept)")
+        raise InvalidInput(
+            f"{site_dir} already holds a site ({', '.join(existing)})",
+            fix="choose another folder, or pass --force to replace site.yml and "
+            "hosts.yml (secrets are kept)",
+        )
     with tempfile.TemporaryDirectory(prefix="telecentre-init-") as scratch:
         draft = Path(scratch)
-        for name, doc in (("site.yml", site_document(answers)),
-                          ("hosts.yml", hosts_document(answers))):
+        for name, doc in (
+            ("site.yml", site_document(answers)),
+            ("hosts.yml", hosts_document(answers)),
+        ):
             text = HEADER[name].format(name=answers.name) + yaml.safe_dump(
-                doc, sort_keys=False, allow_unicode=True, width=1000)
+                doc, sort_keys=False, allow_unicode=True, width=1000
+            )
             (draft / name).write_text(text, encoding="utf-8")
         if (site_dir / SECRETS_FILE).exists():
             shutil.copy2(site_dir / SECRETS_FILE, draft / SECRETS_FILE)

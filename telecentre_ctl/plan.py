@@ -54,11 +54,18 @@ class Plan:
             "urls": self.urls(),
             "hosts": [
                 {
-                    "name": h.name, "address": h.address, "services": h.services,
-                    "ram": {"need_mb": h.need_mb, "have_mb": h.have_mb,
-                            "headroom": round(h.headroom, 3)},
-                    "download_mb": h.download_mb, "download_unknown": h.unknown_downloads,
-                    "built_locally": h.local_builds, "open_ports": h.open_ports,
+                    "name": h.name,
+                    "address": h.address,
+                    "services": h.services,
+                    "ram": {
+                        "need_mb": h.need_mb,
+                        "have_mb": h.have_mb,
+                        "headroom": round(h.headroom, 3),
+                    },
+                    "download_mb": h.download_mb,
+                    "download_unknown": h.unknown_downloads,
+                    "built_locally": h.local_builds,
+                    "open_ports": h.open_ports,
                     "files": sorted(h.files),
                 }
                 for h in self.hosts
@@ -85,13 +92,16 @@ def template_environment() -> Any:
 
 def render_host(site: Site, host: str, services: list[str]) -> dict[str, str]:
     env = template_environment()
-    variables = {"tc_site": site.as_data(), "tc_catalog": site.catalog.as_data(),
-                 "tc_host_services": services, "inventory_hostname": host}
+    variables = {
+        "tc_site": site.as_data(),
+        "tc_catalog": site.catalog.as_data(),
+        "tc_host_services": services,
+        "inventory_hostname": host,
+    }
     files: dict[str, str] = {}
     for service in services:
         template = env.get_template("service/templates/compose.yml.j2")
-        files[f"{OPT_DIR}/{service}/compose.yml"] = template.render(variables,
-                                                                     service_name=service)
+        files[f"{OPT_DIR}/{service}/compose.yml"] = template.render(variables, service_name=service)
     for target, (role, name) in SHARED_FILES.items():
         files[target] = env.get_template(f"{role}/templates/{name}").render(variables)
     return files
@@ -103,17 +113,23 @@ def make_plan(site: Site) -> Plan:
     for host in site.hosts:
         services = site.placement()[host.name]
         entries = [site.catalog[s] for s in services]
-        hosts.append(HostPlan(
-            name=host.name, address=host.address, services=services,
-            files=render_host(site, host.name, services),
-            need_mb=budget[host.name]["need_mb"], have_mb=budget[host.name]["have_mb"],
-            headroom=budget[host.name]["headroom"],
-            download_mb=sum(e.download_mb or 0 for e in entries if not e.built_locally),
-            unknown_downloads=[e.name for e in entries
-                               if not e.built_locally and e.download_mb is None],
-            local_builds=[e.name for e in entries if e.built_locally],
-            open_ports=site.firewall_ports(host.name),
-        ))
+        hosts.append(
+            HostPlan(
+                name=host.name,
+                address=host.address,
+                services=services,
+                files=render_host(site, host.name, services),
+                need_mb=budget[host.name]["need_mb"],
+                have_mb=budget[host.name]["have_mb"],
+                headroom=budget[host.name]["headroom"],
+                download_mb=sum(e.download_mb or 0 for e in entries if not e.built_locally),
+                unknown_downloads=[
+                    e.name for e in entries if not e.built_locally and e.download_mb is None
+                ],
+                local_builds=[e.name for e in entries if e.built_locally],
+                open_ports=site.firewall_ports(host.name),
+            )
+        )
     return Plan(site=site, hosts=hosts)
 
 
@@ -132,8 +148,13 @@ def write_plan(plan: Plan, out_dir: Path) -> list[Path]:
 def compose_command() -> list[str] | None:
     """`docker compose` (v2 plugin) or a standalone docker-compose v2, if installed."""
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 check=False).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"]
     standalone = shutil.which("docker-compose")
     if standalone:
@@ -150,8 +171,19 @@ def check_compose_file(command: list[str], path: Path) -> str | None:
     --no-interpolate against the file alone; a missing referenced file is not an error.
     """
     result = subprocess.run(
-        [*command, "-f", str(path), "config", "--quiet", "--no-interpolate", "--no-path-resolution"],
-        capture_output=True, text=True, check=False, cwd=path.parent,
+        [
+            *command,
+            "-f",
+            str(path),
+            "config",
+            "--quiet",
+            "--no-interpolate",
+            "--no-path-resolution",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=path.parent,
     )
     if result.returncode == 0:
         return None

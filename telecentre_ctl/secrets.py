@@ -60,8 +60,10 @@ def _vault(password_file: Path) -> Any:
             fix="restore it from your safe copy, or point TELECENTRE_VAULT_PASSWORD_FILE at it",
         ) from err
     if not password:
-        raise InvalidInput(f"the vault password file {password_file} is empty",
-                           fix="restore it from your safe copy")
+        raise InvalidInput(
+            f"the vault password file {password_file} is empty",
+            fix="restore it from your safe copy",
+        )
     return VaultLib([("default", VaultSecret(password))])
 
 
@@ -72,19 +74,24 @@ def read_secrets(site_dir: Path, password_file: Path) -> dict[str, dict[str, str
     path = Path(site_dir) / SECRETS_FILE
     blob = path.read_bytes()
     if not blob.startswith(VAULT_HEADER):
-        raise InvalidInput(f"{path} is not encrypted",
-                           fix=f"encrypt it: ansible-vault encrypt --vault-password-file "
-                               f"{password_file} {path}")
+        raise InvalidInput(
+            f"{path} is not encrypted",
+            fix=f"encrypt it: ansible-vault encrypt --vault-password-file {password_file} {path}",
+        )
     try:
         text = _vault(password_file).decrypt(blob)
     except AnsibleError as err:
-        raise InvalidInput(f"{path}: cannot decrypt with {password_file}",
-                           fix="use the password file this site was created with") from err
+        raise InvalidInput(
+            f"{path}: cannot decrypt with {password_file}",
+            fix="use the password file this site was created with",
+        ) from err
     data = yaml.safe_load(text) or {}
     found = data.get("tc_secrets") if isinstance(data, dict) else None
     if not isinstance(found, dict):
-        raise InvalidInput(f"{path}: no tc_secrets mapping inside the vault",
-                           fix=f"regenerate it: telecentre-ctl secrets {site_dir}")
+        raise InvalidInput(
+            f"{path}: no tc_secrets mapping inside the vault",
+            fix=f"regenerate it: telecentre-ctl secrets {site_dir}",
+        )
     return found
 
 
@@ -105,19 +112,25 @@ def write_secrets(site_dir: Path, password_file: Path, values: dict[str, dict[st
 
 
 def missing_secrets(site: Site, have: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
-    return [(service, name) for service, names in site.required_secrets().items()
-            for name in names if not (have.get(service) or {}).get(name)]
+    return [
+        (service, name)
+        for service, names in site.required_secrets().items()
+        for name in names
+        if not (have.get(service) or {}).get(name)
+    ]
 
 
-def fill_missing(site: Site, have: dict[str, dict[str, str]]) -> tuple[dict[str, dict[str, str]],
-                                                                       list[str]]:
+def fill_missing(
+    site: Site, have: dict[str, dict[str, str]]
+) -> tuple[dict[str, dict[str, str]], list[str]]:
     """Secrets the site needs and lacks, generated; existing values are never changed."""
     values = {service: dict(names) for service, names in have.items()}
     added = []
     for service, name in missing_secrets(site, have):
         spec = site.catalog[service].secrets.get(name, {}) if service in site.catalog else {}
-        values.setdefault(service, {})[name] = new_secret(int(spec.get("bytes",
-                                                                       DEFAULT_SECRET_BYTES)))
+        values.setdefault(service, {})[name] = new_secret(
+            int(spec.get("bytes", DEFAULT_SECRET_BYTES))
+        )
         added.append(f"{service}.{name}")
     return values, added
 
@@ -144,12 +157,19 @@ def check_site_secrets(site: Site) -> list[Problem]:
         return [Problem(SECRETS_FILE, "", "file is empty", fix)]
     password_file = vault_password_file(site.name)
     if not password_file.exists():
-        return [Problem(SECRETS_FILE, "", f"cannot open the vault: no password file at "
-                        f"{password_file}",
-                        "restore the password file there, or set TELECENTRE_VAULT_PASSWORD_FILE")]
+        return [
+            Problem(
+                SECRETS_FILE,
+                "",
+                f"cannot open the vault: no password file at {password_file}",
+                "restore the password file there, or set TELECENTRE_VAULT_PASSWORD_FILE",
+            )
+        ]
     try:
         have = read_secrets(site.dir, password_file)
     except InvalidInput as err:
         return [Problem(SECRETS_FILE, "", err.message, err.fix)]
-    return [Problem(SECRETS_FILE, f"tc_secrets.{service}.{name}", "missing", fix)
-            for service, name in missing_secrets(site, have)]
+    return [
+        Problem(SECRETS_FILE, f"tc_secrets.{service}.{name}", "missing", fix)
+        for service, name in missing_secrets(site, have)
+    ]

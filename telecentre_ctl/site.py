@@ -34,8 +34,19 @@ DEFAULT_RAM_GB = {"lite": 2, "standard": 8, "full": 16}
 # Memory kept for the host itself (systemd, sshd, Docker engine), in MiB.
 SYSTEM_RESERVE_MB = 384
 HEADROOM = 0.20
-SITE_KEYS = {"name", "title", "locale", "domain", "tls", "admin_email", "admins", "profile",
-             "services", "backup", "open_ports"}
+SITE_KEYS = {
+    "name",
+    "title",
+    "locale",
+    "domain",
+    "tls",
+    "admin_email",
+    "admins",
+    "profile",
+    "services",
+    "backup",
+    "open_ports",
+}
 REQUIRED_SITE_KEYS = ("name", "title", "admin_email", "admins", "profile", "services", "backup")
 BACKUP_KEYS = {"target", "time", "keep"}
 KEEP_KEYS = ("daily", "weekly", "monthly")
@@ -133,11 +144,17 @@ class Site:
     def as_data(self) -> dict[str, Any]:
         """site.yml with defaults filled: what Ansible receives as tc_site."""
         return {
-            "name": self.name, "title": self.title, "locale": self.locale,
-            "domain": self.domain, "base_domain": self.base_domain, "tls": self.tls,
+            "name": self.name,
+            "title": self.title,
+            "locale": self.locale,
+            "domain": self.domain,
+            "base_domain": self.base_domain,
+            "tls": self.tls,
             "admin_email": self.admin_email,
             "admins": [{"name": a.name, "ssh_key": a.ssh_key} for a in self.admins],
-            "profile": self.profile, "services": self.services, "backup": self.backup,
+            "profile": self.profile,
+            "services": self.services,
+            "backup": self.backup,
             "open_ports": list(self.open_ports),
         }
 
@@ -146,16 +163,20 @@ def read_site_name(site_dir: Path) -> str:
     """The site's slug from site.yml, checked; raises InvalidInput naming the file."""
     site_file = Path(site_dir) / "site.yml"
     if not site_file.is_file():
-        raise InvalidInput(f"{site_file}: no such file",
-                           fix=f"create the site first: telecentre-ctl init {site_dir}")
+        raise InvalidInput(
+            f"{site_file}: no such file",
+            fix=f"create the site first: telecentre-ctl init {site_dir}",
+        )
     try:
         data = yamlio.load(site_file)
     except yamlio.YamlProblem as err:
         raise InvalidInput(str(err.problem), fix=f"telecentre-ctl validate {site_dir}") from err
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str) or not SITE_NAME_RE.match(name):
-        raise InvalidInput(f"{site_file}: name: missing or not a slug",
-                           fix="set name: to lower-case letters, digits and dashes, e.g. comptoir")
+        raise InvalidInput(
+            f"{site_file}: name: missing or not a slug",
+            fix="set name: to lower-case letters, digits and dashes, e.g. comptoir",
+        )
     return name
 
 
@@ -185,8 +206,11 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
-            self.add((*path, key), f"must be a non-empty text, not {type(value).__name__}",
-                     f'write it as {key}: "..."')
+            self.add(
+                (*path, key),
+                f"must be a non-empty text, not {type(value).__name__}",
+                f'write it as {key}: "..."',
+            )
             return None
         return value
 
@@ -219,8 +243,11 @@ def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dic
         if isinstance(name, str) and SITE_NAME_RE.match(name):
             out["name"] = name
         else:
-            chk.add(("name",), f"{name!r} is not a slug",
-                    "use 2-31 lower-case letters, digits or dashes, starting with a letter")
+            chk.add(
+                ("name",),
+                f"{name!r} is not a slug",
+                "use 2-31 lower-case letters, digits or dashes, starting with a letter",
+            )
     title = chk.string(data, "title")
     if title is not None:
         if len(title) > 80:
@@ -235,20 +262,29 @@ def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dic
     domain = data.get("domain")
     if domain is not None:
         if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
-            chk.add(("domain",), f"{domain!r} is not a domain name",
-                    "write a lower-case DNS name such as comptoir.example.org, or remove it "
-                    "for a LAN-only site")
+            chk.add(
+                ("domain",),
+                f"{domain!r} is not a domain name",
+                "write a lower-case DNS name such as comptoir.example.org, or remove it "
+                "for a LAN-only site",
+            )
         elif domain.endswith(".home.arpa") or domain.endswith(".local"):
-            chk.add(("domain",), f"{domain!r} is a local-only name",
-                    "remove domain: (LAN-only sites get <name>.home.arpa automatically)")
+            chk.add(
+                ("domain",),
+                f"{domain!r} is a local-only name",
+                "remove domain: (LAN-only sites get <name>.home.arpa automatically)",
+            )
         else:
             out["domain"] = domain
     tls = data.get("tls", "acme" if domain else "internal")
     if tls not in TLS_MODES:
         chk.add(("tls",), f"{tls!r} is not a TLS mode", "use acme (needs a domain) or internal")
     elif tls == "acme" and not domain:
-        chk.add(("tls",), "acme needs a public domain",
-                "set domain:, or use tls: internal for a LAN-only site")
+        chk.add(
+            ("tls",),
+            "acme needs a public domain",
+            "set domain:, or use tls: internal for a LAN-only site",
+        )
     else:
         out["tls"] = tls
 
@@ -257,8 +293,11 @@ def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dic
         if isinstance(email, str) and EMAIL_RE.match(email):
             out["admin_email"] = email
         else:
-            chk.add(("admin_email",), f"{email!r} is not an e-mail address",
-                    "write it as someone@example.org")
+            chk.add(
+                ("admin_email",),
+                f"{email!r} is not an e-mail address",
+                "write it as someone@example.org",
+            )
 
     out["admins"] = _check_admins(chk, data.get("admins"))
     profile = data.get("profile")
@@ -266,8 +305,11 @@ def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dic
         if profile in PROFILES:
             out["profile"] = profile
         else:
-            chk.add(("profile",), f"{profile!r} is not a profile",
-                    f"use one of {', '.join(PROFILES)} {did_you_mean(str(profile), set(PROFILES))}")
+            chk.add(
+                ("profile",),
+                f"{profile!r} is not a profile",
+                f"use one of {', '.join(PROFILES)} {did_you_mean(str(profile), set(PROFILES))}",
+            )
     out["services"] = _check_services(chk, data.get("services"), catalog, out.get("profile"))
     if "backup" in data:
         out["backup"] = _check_backup(chk, data["backup"])
@@ -279,29 +321,41 @@ def _check_admins(chk: _Checker, admins: Any) -> list[Admin]:
     if admins is None:
         return []
     if not isinstance(admins, list) or not admins:
-        chk.add(("admins",), "must be a non-empty list of {name, ssh_key}",
-                'write admins: [{name: alice, ssh_key: "ssh-ed25519 AAAA..."}]')
+        chk.add(
+            ("admins",),
+            "must be a non-empty list of {name, ssh_key}",
+            'write admins: [{name: alice, ssh_key: "ssh-ed25519 AAAA..."}]',
+        )
         return []
     found: list[Admin] = []
     seen: set[str] = set()
     for i, admin in enumerate(admins):
         if not isinstance(admin, dict):
-            chk.add(("admins", i), "must be a mapping with name and ssh_key",
-                    'write {name: alice, ssh_key: "ssh-ed25519 AAAA..."}')
+            chk.add(
+                ("admins", i),
+                "must be a mapping with name and ssh_key",
+                'write {name: alice, ssh_key: "ssh-ed25519 AAAA..."}',
+            )
             continue
         chk.unknown_keys(admin, {"name", "ssh_key"}, ("admins", str(i)))
         name, key = admin.get("name"), admin.get("ssh_key")
         ok = True
         if not isinstance(name, str) or not ADMIN_NAME_RE.match(name) or name == "root":
-            chk.add(("admins", i, "name"), f"{name!r} is not a valid account name",
-                    "use lower-case letters, digits, - or _ (not root)")
+            chk.add(
+                ("admins", i, "name"),
+                f"{name!r} is not a valid account name",
+                "use lower-case letters, digits, - or _ (not root)",
+            )
             ok = False
         elif name in seen:
             chk.add(("admins", i, "name"), f"{name!r} is listed twice", "keep one entry per admin")
             ok = False
         if not isinstance(key, str) or not SSH_KEY_RE.match(key.strip()):
-            chk.add(("admins", i, "ssh_key"), "not an OpenSSH public key",
-                    "paste one line of ~/.ssh/id_ed25519.pub (ssh-ed25519 AAAA... comment)")
+            chk.add(
+                ("admins", i, "ssh_key"),
+                "not an OpenSSH public key",
+                "paste one line of ~/.ssh/id_ed25519.pub (ssh-ed25519 AAAA... comment)",
+            )
             ok = False
         if ok:
             seen.add(str(name))
@@ -317,23 +371,32 @@ def _check_services(
     if services is None:
         return {}
     if not isinstance(services, dict):
-        chk.add(("services",), "must be a mapping of service names to options",
-                "write services: {radicale: {}, dokuwiki: {}} (see telecentre-ctl services)")
+        chk.add(
+            ("services",),
+            "must be a mapping of service names to options",
+            "write services: {radicale: {}, dokuwiki: {}} (see telecentre-ctl services)",
+        )
         return {}
     apps = {s.name for s in catalog.apps()}
     enabled: dict[str, dict[str, Any]] = {}
     for name, options in services.items():
         path = ("services", name)
         if name not in catalog or name not in apps:
-            what = ("is a shared dependency, added automatically" if name in catalog
-                    else "is not in the catalogue")
+            what = (
+                "is a shared dependency, added automatically"
+                if name in catalog
+                else "is not in the catalogue"
+            )
             hint = did_you_mean(name, apps) or "list them with: telecentre-ctl services"
             chk.add(path, f"{name!r} {what}", f"remove it; {hint}")
             continue
         if profile and profile not in catalog[name].profiles:
-            chk.add(path, f"{name!r} is not part of the {profile} profile "
-                    f"(it is in: {', '.join(catalog[name].profiles)})",
-                    f"choose profile: {catalog[name].profiles[0]} or remove the service")
+            chk.add(
+                path,
+                f"{name!r} is not part of the {profile} profile "
+                f"(it is in: {', '.join(catalog[name].profiles)})",
+                f"choose profile: {catalog[name].profiles[0]} or remove the service",
+            )
             continue
         options = {} if options is None else options
         if not isinstance(options, dict):
@@ -343,8 +406,11 @@ def _check_services(
         chk.unknown_keys(options, set(allowed), path)
         schema = {"type": "object", "properties": allowed}
         for err in Draft202012Validator(schema).iter_errors(options):
-            chk.add((*path, *map(str, err.absolute_path)), err.message,
-                    "see telecentre-ctl services --json for the option's form")
+            chk.add(
+                (*path, *map(str, err.absolute_path)),
+                err.message,
+                "see telecentre-ctl services --json for the option's form",
+            )
         enabled[name] = options
     return enabled
 
@@ -352,8 +418,11 @@ def _check_services(
 def _check_backup(chk: _Checker, backup: Any) -> dict[str, Any]:
     path = ("backup",)
     if not isinstance(backup, dict):
-        chk.add(path, "must be a mapping with target, time and keep",
-                'write backup: {target: /srv/backup, time: "02:30", keep: {daily: 7}}')
+        chk.add(
+            path,
+            "must be a mapping with target, time and keep",
+            'write backup: {target: /srv/backup, time: "02:30", keep: {daily: 7}}',
+        )
         return {}
     chk.unknown_keys(backup, BACKUP_KEYS, path)
     target = backup.get("target")
@@ -363,16 +432,24 @@ def _check_backup(chk: _Checker, backup: Any) -> dict[str, Any]:
         (target.startswith("/") and ".." not in target.split("/") and target != "/")
         or SFTP_TARGET_RE.match(target)
     ):
-        chk.add((*path, "target"), f"{target!r} is neither an absolute path nor an sftp target",
-                "write an absolute path on the host (/srv/backup, a USB disk mount) "
-                "or sftp:user@host:/path")
+        chk.add(
+            (*path, "target"),
+            f"{target!r} is neither an absolute path nor an sftp target",
+            "write an absolute path on the host (/srv/backup, a USB disk mount) "
+            "or sftp:user@host:/path",
+        )
     time = backup.get("time", "02:30")
     if not isinstance(time, str) or not TIME_RE.match(time):
-        chk.add((*path, "time"), f"{time!r} is not a time of day",
-                'write it quoted as HH:MM, e.g. time: "02:30"')
+        chk.add(
+            (*path, "time"),
+            f"{time!r} is not a time of day",
+            'write it quoted as HH:MM, e.g. time: "02:30"',
+        )
     keep = backup.get("keep", {"daily": 7, "weekly": 4, "monthly": 6})
     if not isinstance(keep, dict):
-        chk.add((*path, "keep"), "must be a mapping", "write keep: {daily: 7, weekly: 4, monthly: 6}")
+        chk.add(
+            (*path, "keep"), "must be a mapping", "write keep: {daily: 7, weekly: 4, monthly: 6}"
+        )
         keep = {}
     else:
         chk.unknown_keys(keep, set(KEEP_KEYS), (*path, "keep"))
@@ -380,8 +457,11 @@ def _check_backup(chk: _Checker, backup: Any) -> dict[str, Any]:
             if key in KEEP_KEYS and (
                 isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3650
             ):
-                chk.add((*path, "keep", key), f"{value!r} is not a number of snapshots",
-                        "use a whole number from 0 to 3650")
+                chk.add(
+                    (*path, "keep", key),
+                    f"{value!r} is not a number of snapshots",
+                    "use a whole number from 0 to 3650",
+                )
         if keep and not any(isinstance(v, int) and v > 0 for v in keep.values()):
             chk.add((*path, "keep"), "keeps no snapshot at all", "keep at least daily: 1")
     return {"target": target, "time": time, "keep": keep}
@@ -411,14 +491,22 @@ def _inventory_hosts(raw: Any, problems: list[Problem]) -> list[tuple[str, dict[
         chk.add((), "must be an Ansible YAML inventory", "see inventory/demo/hosts.yml")
         return []
     data = yamlio.plain(raw)
-    group, path = data.get("telecentre"), ("telecentre",)
+    group = data.get("telecentre")
+    path: tuple[str, ...] = ("telecentre",)
     if group is None and isinstance(data.get("all"), dict):
         group = (data["all"].get("children") or {}).get("telecentre")
         path = ("all", "children", "telecentre")
-    if not isinstance(group, dict) or not isinstance(group.get("hosts"), dict) or not group["hosts"]:
-        chk.add(path, "no group 'telecentre' with hosts",
-                "write telecentre: {hosts: {box1: {ansible_host: 192.0.2.10}}}, "
-                "or run: telecentre-ctl lab up SITE_DIR")
+    if (
+        not isinstance(group, dict)
+        or not isinstance(group.get("hosts"), dict)
+        or not group["hosts"]
+    ):
+        chk.add(
+            path,
+            "no group 'telecentre' with hosts",
+            "write telecentre: {hosts: {box1: {ansible_host: 192.0.2.10}}}, "
+            "or run: telecentre-ctl lab up SITE_DIR",
+        )
         return []
     hosts = []
     group_vars = group.get("vars") or {}
@@ -442,22 +530,30 @@ def _check_hosts(
         if ram is not None and (
             isinstance(ram, bool) or not isinstance(ram, (int, float)) or not 0.25 <= ram <= 4096
         ):
-            chk.add((*path, "tc_ram_gb"), f"{ram!r} is not a RAM size in GB",
-                    "write the host's memory in GB, e.g. tc_ram_gb: 4")
+            chk.add(
+                (*path, "tc_ram_gb"),
+                f"{ram!r} is not a RAM size in GB",
+                "write the host's memory in GB, e.g. tc_ram_gb: 4",
+            )
             host_vars = {k: v for k, v in host_vars.items() if k != "tc_ram_gb"}
         listed = host_vars.get("tc_services")
         if listed is not None:
             if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
-                chk.add((*path, "tc_services"), "must be a list of service names",
-                        "write tc_services: [radicale, dokuwiki]")
+                chk.add(
+                    (*path, "tc_services"),
+                    "must be a list of service names",
+                    "write tc_services: [radicale, dokuwiki]",
+                )
                 host_vars = {k: v for k, v in host_vars.items() if k != "tc_services"}
             else:
                 for service in listed:
                     if service not in enabled:
-                        chk.add((*path, "tc_services"),
-                                f"{service!r} is not enabled in site.yml",
-                                f"enable it under services: in site.yml or remove it here "
-                                f"{did_you_mean(service, set(enabled))}".strip())
+                        chk.add(
+                            (*path, "tc_services"),
+                            f"{service!r} is not enabled in site.yml",
+                            f"enable it under services: in site.yml or remove it here "
+                            f"{did_you_mean(service, set(enabled))}".strip(),
+                        )
         hosts.append(Host(name, host_vars))
     return hosts
 
@@ -467,17 +563,28 @@ def _check_placement(site: Site, problems: list[Problem]) -> None:
     everywhere = {s for services in placed.values() for s in services}
     for service in site.services:
         if service not in everywhere:
-            problems.append(Problem("hosts.yml", "tc_services", f"{service!r} runs on no host",
-                                    "add it to one host's tc_services"))
+            problems.append(
+                Problem(
+                    "hosts.yml",
+                    "tc_services",
+                    f"{service!r} runs on no host",
+                    "add it to one host's tc_services",
+                )
+            )
     routes: dict[str, str] = {}
     for service in site.services:
         sub = site.subdomain(service)
         if sub is None:
             continue
         if sub in routes:
-            problems.append(Problem("site.yml", f"services.{service}.subdomain",
-                                    f"{sub}.{site.base_domain} is already the address of "
-                                    f"{routes[sub]}", "give one of them another subdomain:"))
+            problems.append(
+                Problem(
+                    "site.yml",
+                    f"services.{service}.subdomain",
+                    f"{sub}.{site.base_domain} is already the address of {routes[sub]}",
+                    "give one of them another subdomain:",
+                )
+            )
         routes[sub] = service
     for host in site.hosts:
         ports: dict[tuple[int, str], str] = {}
@@ -485,16 +592,26 @@ def _check_placement(site: Site, problems: list[Problem]) -> None:
             for pub in site.catalog[service].data.get("publish", []):
                 key = (int(pub["port"]), str(pub.get("protocol", "tcp")))
                 if key in ports:
-                    problems.append(Problem("site.yml", f"services.{service}",
-                                            f"port {key[0]}/{key[1]} on {host.name} is also "
-                                            f"published by {ports[key]}",
-                                            "place them on different hosts (tc_services)"))
+                    problems.append(
+                        Problem(
+                            "site.yml",
+                            f"services.{service}",
+                            f"port {key[0]}/{key[1]} on {host.name} is also "
+                            f"published by {ports[key]}",
+                            "place them on different hosts (tc_services)",
+                        )
+                    )
                 ports[key] = service
         for port in site.open_ports:
             if (port, "tcp") in ports:
-                problems.append(Problem("site.yml", "open_ports",
-                                        f"port {port} is already used by {ports[(port, 'tcp')]}",
-                                        "remove it from open_ports"))
+                problems.append(
+                    Problem(
+                        "site.yml",
+                        "open_ports",
+                        f"port {port} is already used by {ports[(port, 'tcp')]}",
+                        "remove it from open_ports",
+                    )
+                )
         _check_ram(site, host, placed[host.name], problems)
 
 
@@ -503,13 +620,16 @@ def _check_ram(site: Site, host: Host, services: list[str], problems: list[Probl
     have = site.ram_gb(host) * 1024
     if need > have * (1 - HEADROOM):
         source = "tc_ram_gb" if "tc_ram_gb" in host.vars else f"the {site.profile} profile default"
-        problems.append(Problem(
-            "hosts.yml", f"telecentre.hosts.{host.name}",
-            f"services need {need} MiB but {host.name} has {have:.0f} MiB ({source}); "
-            f"at least {HEADROOM:.0%} must stay free",
-            "place some services on another host (tc_services), disable some, "
-            "or give the real RAM as tc_ram_gb",
-        ))
+        problems.append(
+            Problem(
+                "hosts.yml",
+                f"telecentre.hosts.{host.name}",
+                f"services need {need} MiB but {host.name} has {have:.0f} MiB ({source}); "
+                f"at least {HEADROOM:.0%} must stay free",
+                "place some services on another host (tc_services), disable some, "
+                "or give the real RAM as tc_ram_gb",
+            )
+        )
 
 
 def ram_budget(site: Site) -> dict[str, dict[str, float]]:
@@ -526,30 +646,48 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
     """Load and validate a site folder; raises InvalidInput with every problem found."""
     site_dir = Path(site_dir)
     if not site_dir.is_dir():
-        raise InvalidInput(f"{site_dir}: no such site folder",
-                           fix=f"create one with: telecentre-ctl init {site_dir}")
+        raise InvalidInput(
+            f"{site_dir}: no such site folder",
+            fix=f"create one with: telecentre-ctl init {site_dir}",
+        )
     catalog = load_catalog()
     problems: list[Problem] = []
     for required in ("site.yml", "hosts.yml"):
         if not (site_dir / required).is_file():
-            fix = ("telecentre-ctl init SITE_DIR writes it" if required == "site.yml"
-                   else "write an Ansible inventory with group telecentre, or run: "
-                        f"telecentre-ctl lab up {site_dir}")
+            fix = (
+                "telecentre-ctl init SITE_DIR writes it"
+                if required == "site.yml"
+                else "write an Ansible inventory with group telecentre, or run: "
+                f"telecentre-ctl lab up {site_dir}"
+            )
             problems.append(Problem(required, "", "missing", fix))
     site_raw = _load_yaml_file(site_dir / "site.yml", "site.yml", problems)
     hosts_raw = _load_yaml_file(site_dir / "hosts.yml", "hosts.yml", problems)
     values = _check_site_file(site_raw, catalog, problems) if site_raw is not None else {}
-    hosts = (_check_hosts(hosts_raw, values.get("services", {}), problems)
-             if hosts_raw is not None else [])
-    complete = all(k in values for k in ("name", "title", "admin_email", "profile", "backup",
-                                         "tls", "locale"))
+    hosts = (
+        _check_hosts(hosts_raw, values.get("services", {}), problems)
+        if hosts_raw is not None
+        else []
+    )
+    complete = all(
+        k in values for k in ("name", "title", "admin_email", "profile", "backup", "tls", "locale")
+    )
     if problems or not complete or not hosts:
         raise InvalidInput(f"site {site_dir} is invalid", problems=problems)
     site = Site(
-        dir=site_dir, name=values["name"], title=values["title"], locale=values["locale"],
-        domain=values.get("domain"), tls=values["tls"], admin_email=values["admin_email"],
-        admins=tuple(values["admins"]), profile=values["profile"], services=values["services"],
-        backup=values["backup"], open_ports=tuple(values["open_ports"]), hosts=tuple(hosts),
+        dir=site_dir,
+        name=values["name"],
+        title=values["title"],
+        locale=values["locale"],
+        domain=values.get("domain"),
+        tls=values["tls"],
+        admin_email=values["admin_email"],
+        admins=tuple(values["admins"]),
+        profile=values["profile"],
+        services=values["services"],
+        backup=values["backup"],
+        open_ports=tuple(values["open_ports"]),
+        hosts=tuple(hosts),
         catalog=catalog,
     )
     _check_placement(site, problems)

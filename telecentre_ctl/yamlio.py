@@ -24,22 +24,30 @@ def _text(path: Path, shown: str) -> str:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise YamlProblem(
-            Problem(shown, "", f"file is {size // 1024} KiB, far larger than a site file can be",
-                    "point at the right file; site and catalogue files are small YAML files")
+            Problem(
+                shown,
+                "",
+                f"file is {size // 1024} KiB, far larger than a site file can be",
+                "point at the right file; site and catalogue files are small YAML files",
+            )
         )
     raw = path.read_bytes()
     if b"\x00" in raw:
-        raise YamlProblem(Problem(shown, "", "file is binary, not YAML text",
-                                  "replace it with a YAML text file"))
+        raise YamlProblem(
+            Problem(shown, "", "file is binary, not YAML text", "replace it with a YAML text file")
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise YamlProblem(Problem(shown, "", f"not UTF-8 text (byte {err.start})",
-                                  "save the file as UTF-8")) from err
+        raise YamlProblem(
+            Problem(shown, "", f"not UTF-8 text (byte {err.start})", "save the file as UTF-8")
+        ) from err
     if not text.strip() or all(
         not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
     ):
-        raise YamlProblem(Problem(shown, "", "file is empty", "fill it in, or run telecentre-ctl init"))
+        raise YamlProblem(
+            Problem(shown, "", "file is empty", "fill it in, or run telecentre-ctl init")
+        )
     return text
 
 
@@ -78,10 +86,7 @@ def line_of(data: Any, path: tuple[str | int, ...]) -> int | None:
         lc = getattr(node, "lc", None)
         try:
             if lc is not None:
-                if isinstance(part, int):
-                    line = lc.item(part)[0] + 1
-                else:
-                    line = lc.key(part)[0] + 1
+                line = lc.item(part)[0] + 1 if isinstance(part, int) else lc.key(part)[0] + 1
             node = node[part]
         except (KeyError, IndexError, TypeError):
             break

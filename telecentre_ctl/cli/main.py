@@ -88,3 +88,7 @@ def main() -> None:
         code = exc.code
         # click reports usage errors with exit code 2 already; keep the contract explicit.
         sys.exit(EXIT_INVALID if code == 2 else code)
+
+
+if __name__ == "__main__":
+    main()

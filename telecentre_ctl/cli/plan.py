@@ -11,8 +11,12 @@ from telecentre_ctl.output import emit_json, say, table
 
 @click.command()
 @click.argument("site_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Write each host's rendered files under DIR/<host>/.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write each host's rendered files under DIR/<host>/.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
 def plan(site_dir: Path, out_dir: Path | None, as_json: bool) -> None:
     """Show what a deploy would do, without connecting anywhere.

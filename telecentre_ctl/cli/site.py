@@ -14,19 +14,29 @@ SITE_DIR = click.argument("site_dir", type=click.Path(path_type=Path))
 @click.command()
 @SITE_DIR
 @click.option("--yes", "-y", is_flag=True, help="Accept the defaults; ask nothing.")
-@click.option("--force", is_flag=True, help="Replace an existing site's site.yml and hosts.yml "
-              "(existing secrets are kept).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing site's site.yml and hosts.yml (existing secrets are kept).",
+)
 @click.option("--name", help="Site slug, e.g. comptoir (default: the folder name).")
 @click.option("--title", help="Name shown to co-workers on the portal.")
 @click.option("--locale", type=click.Choice(["fr", "en"]), help="Language of portal and reports.")
-@click.option("--profile", type=click.Choice(["lite", "standard", "full"]),
-              help="lite: small boxes, no registry; standard: Nextcloud and friends.")
+@click.option(
+    "--profile",
+    type=click.Choice(["lite", "standard", "full"]),
+    help="lite: small boxes, no registry; standard: Nextcloud and friends.",
+)
 @click.option("--services", "services_csv", help="Comma-separated apps (default: the profile's).")
 @click.option("--domain", help="Public domain; leave empty for a LAN-only site (internal TLS).")
 @click.option("--admin-email", help="Contact shown on the portal; ACME account.")
 @click.option("--admin-name", help="Account created on the hosts for you.")
-@click.option("--ssh-key", "ssh_key_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Your SSH public key file (default: ~/.ssh/id_ed25519.pub if present).")
+@click.option(
+    "--ssh-key",
+    "ssh_key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Your SSH public key file (default: ~/.ssh/id_ed25519.pub if present).",
+)
 @click.option("--host", "host_address", help="Address of the telecentre's server.")
 @click.option("--ram-gb", type=float, help="RAM of that server in GB (for the budget check).")
 def init(site_dir: Path, yes: bool, force: bool, **answers: object) -> None:
@@ -42,10 +52,11 @@ def init(site_dir: Path, yes: bool, force: bool, **answers: object) -> None:
     from telecentre_ctl.init import InitAnswers, create_site
 
     interactive = not yes
-    created = create_site(site_dir, InitAnswers.gather(site_dir, answers, interactive),
-                          force=force)
-    say(f"created {site_dir}: site.yml, hosts.yml, secrets.yml "
-        f"({len(created.secrets_added)} secrets generated, encrypted)")
+    created = create_site(site_dir, InitAnswers.gather(site_dir, answers, interactive), force=force)
+    say(
+        f"created {site_dir}: site.yml, hosts.yml, secrets.yml "
+        f"({len(created.secrets_added)} secrets generated, encrypted)"
+    )
     say(f"vault password file: {created.password_file}  (mode 0600; keep a copy somewhere safe)")
     say(f"next: telecentre-ctl validate {site_dir} && telecentre-ctl plan {site_dir}")
 
@@ -64,8 +75,10 @@ def validate(site_dir: Path) -> None:
 
     site = load_site(site_dir)
     n = len(site.services)
-    say(f"{site_dir}: valid — site {site.name}, profile {site.profile}, {n} service(s) "
-        f"on {len(site.hosts)} host(s)")
+    say(
+        f"{site_dir}: valid — site {site.name}, profile {site.profile}, {n} service(s) "
+        f"on {len(site.hosts)} host(s)"
+    )
 
 
 @click.command()
@@ -83,5 +96,7 @@ def secrets(site_dir: Path) -> None:
     password_file, added, created = ensure_site_secrets(site)
     if created:
         say(f"vault password file created: {password_file}  (keep a copy somewhere safe)")
-    say(f"{site_dir}/secrets.yml: {len(added)} secret(s) generated"
-        + (f" ({', '.join(added)})" if added else ", all present"))
+    say(
+        f"{site_dir}/secrets.yml: {len(added)} secret(s) generated"
+        + (f" ({', '.join(added)})" if added else ", all present")
+    )

@@ -12,8 +12,9 @@ from telecentre_ctl import compose
 
 def to_compose_yaml(document: dict[str, Any]) -> str:
     """Stable YAML for rendered files: same input, same bytes (so roles report no change)."""
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000,
-                          allow_unicode=True)
+    return yaml.safe_dump(
+        document, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True
+    )
 
 
 class FilterModule:
