@@ -15,6 +15,7 @@ DATA_DIR = "/srv/telecentre"  # service data, one folder per volume: what backup
 PROXY_NETWORK = "telecentre"
 PROXY_SUBNET = "172.31.240.0/24"
 DATA_NETWORK = "telecentre_data"  # internal: databases are never reachable from outside
+LOG_DRIVER = "local"  # compressed, rotated; the docker role makes it the engine's default too
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9-]+))?\}")
 PLACEHOLDERS = {
@@ -96,17 +97,22 @@ def env_file_lines(name: str, catalog: dict[str, Any], values: dict[str, str]) -
     return [f"{specs[s]['env']}={values[s]}" for s in secret_env(name, catalog)]
 
 
+def image_ref(entry: dict[str, Any]) -> str:
+    """The image a service runs: the tag of its local build, or its pinned upstream image."""
+    return str(entry["build"]["tag"] if "build" in entry else entry["image"])
+
+
 def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:
     """The compose document for one service on a host."""
     entry = catalog[name]
     project_dir = f"{OPT_DIR}/{name}"
     service: dict[str, Any] = {
-        "image": entry["build"]["tag"] if "build" in entry else entry["image"],
+        "image": image_ref(entry),
         "container_name": f"tc-{name}",
         "restart": "unless-stopped",
         "mem_limit": f"{memory_mb(name, site, catalog)}m",
         "security_opt": ["no-new-privileges:true"],
-        "logging": {"driver": "json-file", "options": dict(LOG_OPTIONS)},
+        "logging": {"driver": LOG_DRIVER, "options": dict(LOG_OPTIONS)},
         "labels": {"org.telecentre.site": site["name"], "org.telecentre.service": name},
     }
     if "cap_add" in entry:
@@ -157,6 +163,79 @@ def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) ->
     if file_secrets:
         doc["secrets"] = {s: {"file": f"{project_dir}/secrets/{s}"} for s in file_secrets}
     return doc
+
+
+def layout() -> dict[str, str]:
+    """Where things live on a host and how containers meet: given to the roles as tc_layout."""
+    from telecentre_ctl.paths import SERVICES_DIR
+
+    return {
+        "opt_dir": OPT_DIR,
+        "data_dir": DATA_DIR,
+        "proxy_network": PROXY_NETWORK,
+        "proxy_subnet": PROXY_SUBNET,
+        "data_network": DATA_NETWORK,
+        "services_dir": str(SERVICES_DIR),
+    }
+
+
+def volume_dirs(name: str, catalog: dict[str, Any]) -> list[str]:
+    """Host folders of a service's data volumes (created once; the service owns them after)."""
+    return [f"{DATA_DIR}/{name}/{vol}" for vol in catalog[name].get("volumes", {})]
+
+
+def secret_files(name: str, catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """Secrets given to the container as files: [{name, path, uid}], written with mode 0600."""
+    specs = catalog[name].get("secrets", {})
+    return [
+        {"name": s, "path": f"{OPT_DIR}/{name}/secrets/{s}", "uid": specs[s].get("uid", 0)}
+        for s in sorted(specs)
+        if "env" not in specs[s]
+    ]
+
+
+def database_commands(name: str, catalog: dict[str, Any]) -> dict[str, str]:
+    """Shell commands run on the host to check for and create a consumer's database."""
+    import shlex
+
+    user = db_identifier(name)
+    if database_of(catalog[name]) == "postgres":
+        query = f"SELECT 1 FROM pg_roles WHERE rolname='{user}'"
+        return {
+            "check": f"docker exec tc-postgres psql -U postgres -tAc {shlex.quote(query)}",
+            "create": "docker exec -i tc-postgres psql -U postgres -v ON_ERROR_STOP=1",
+        }
+    # The root password stays inside the container: read from its secret file there.
+    client = 'mariadb -uroot -p"$(cat /run/secrets/root_password)"'
+    query = f"SELECT 1 FROM mysql.user WHERE user='{user}'"
+    return {
+        "check": "docker exec tc-mariadb sh -c "
+        + shlex.quote(f"{client} -sNe {shlex.quote(query)}"),
+        "create": f"docker exec -i tc-mariadb sh -c {shlex.quote(client)}",
+    }
+
+
+def database_sql(name: str, catalog: dict[str, Any], password: str) -> str:
+    """SQL creating a consumer's user and database, owned by that user."""
+    user = db_identifier(name)
+    quoted = password.replace("'", "''")
+    if database_of(catalog[name]) == "postgres":
+        return (
+            f"CREATE ROLE {user} LOGIN PASSWORD '{quoted}';\n"
+            f"CREATE DATABASE {user} OWNER {user} ENCODING 'UTF8';\n"
+        )
+    return (
+        f"CREATE DATABASE IF NOT EXISTS {user} CHARACTER SET utf8mb4;\n"
+        f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{quoted}';\n"
+        f"GRANT ALL PRIVILEGES ON {user}.* TO '{user}'@'%';\n"
+    )
+
+
+def obsolete_services(compose_files: list[str], host_services: list[str]) -> list[str]:
+    """Services with a compose project on the host (paths of their compose.yml) that the
+    host should no longer run."""
+    installed = {path.rstrip("/").split("/")[-2] for path in compose_files}
+    return sorted(installed - set(host_services))
 
 
 def proxy_routes(

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import click
 
+from telecentre_ctl.cli.lab import lab
 from telecentre_ctl.cli.plan import plan
 from telecentre_ctl.cli.services import services
 from telecentre_ctl.cli.site import init, secrets, validate
 
-ALL: list[click.Command] = [services, init, validate, secrets, plan]
-
-try:  # the lab group is being written alongside; registered once it exists
-    from telecentre_ctl.cli.lab import lab
-
-    ALL.append(lab)
-except ImportError:
-    pass
+ALL: list[click.Command] = [services, init, validate, secrets, plan, lab]

@@ -7,11 +7,13 @@ from typing import Any
 
 import yaml
 
-from telecentre_ctl import compose
+from telecentre_ctl import compose, yamlio
 
 
 def to_compose_yaml(document: dict[str, Any]) -> str:
     """Stable YAML for rendered files: same input, same bytes (so roles report no change)."""
+    # Ansible hands over its own (tagged) str and dict subclasses, which yaml cannot dump.
+    document = yamlio.plain(document)
     return yaml.safe_dump(
         document, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True
     )
@@ -25,7 +27,14 @@ class FilterModule:
             "tc_portal_entries": compose.portal_entries,
             "tc_env_file_lines": compose.env_file_lines,
             "tc_fqdn": compose.fqdn,
+            "tc_image_ref": compose.image_ref,
             "tc_db_identifier": compose.db_identifier,
             "tc_database_of": compose.database_of,
+            "tc_obsolete_services": compose.obsolete_services,
+            "tc_volume_dirs": compose.volume_dirs,
+            "tc_secret_files": compose.secret_files,
+            "tc_secret_env": compose.secret_env,
+            "tc_database_commands": compose.database_commands,
+            "tc_database_sql": compose.database_sql,
             "tc_to_yaml": to_compose_yaml,
         }

@@ -4,6 +4,7 @@ When an inventory file sits in a site folder (site.yml beside hosts.yml), every 
 group `telecentre` receives:
   tc_site            site.yml with defaults filled (telecentre_ctl.site.Site.as_data)
   tc_catalog         the whole catalogue: {service: entry}
+  tc_layout          where things live on a host (telecentre_ctl.compose.layout)
   tc_secrets         secrets.yml, decrypted with the vault password Ansible was given
 and each host its own:
   tc_host_services   what the host runs (dependencies, apps, proxy)
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.vars import BaseVarsPlugin
 
+from telecentre_ctl.compose import layout
 from telecentre_ctl.errors import InvalidInput
 from telecentre_ctl.site import Site, load_site
 
@@ -57,6 +59,7 @@ class VarsModule(BaseVarsPlugin):  # type: ignore[misc]
             common: dict[str, Any] = {
                 "tc_site": site.as_data(),
                 "tc_catalog": site.catalog.as_data(),
+                "tc_layout": layout(),
             }
             secrets_file = site_dir / "secrets.yml"
             if secrets_file.is_file():

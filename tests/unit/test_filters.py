@@ -1,0 +1,92 @@
+"""The Python filters the roles use: logic kept out of templates, tested here."""
+
+from __future__ import annotations
+
+import shlex
+
+from telecentre_ctl import compose
+from telecentre_ctl.ansible_plugins.filter.telecentre import FilterModule, to_compose_yaml
+from telecentre_ctl.catalog import load_catalog
+
+CATALOG = load_catalog().as_data()
+
+
+def test_every_filter_is_registered() -> None:
+    filters = FilterModule().filters()
+    assert {
+        "tc_compose",
+        "tc_proxy_routes",
+        "tc_portal_entries",
+        "tc_obsolete_services",
+        "tc_secret_files",
+        "tc_volume_dirs",
+        "tc_database_sql",
+        "tc_image_ref",
+    } <= set(filters)
+
+
+def test_obsolete_services() -> None:
+    found = [
+        "/opt/telecentre/webdav/compose.yml",
+        "/opt/telecentre/radicale/compose.yml",
+        "/opt/telecentre/proxy/compose.yml",
+    ]
+    assert compose.obsolete_services(found, ["radicale", "proxy"]) == ["webdav"]
+    assert compose.obsolete_services([], ["radicale"]) == []
+
+
+def test_secret_files_and_env() -> None:
+    files = compose.secret_files("nextcloud", CATALOG)
+    assert [f["name"] for f in files] == ["admin_password", "db_password"]
+    assert files[0]["path"] == "/opt/telecentre/nextcloud/secrets/admin_password"
+    assert compose.secret_files("postgres", CATALOG)[0]["uid"] == 999
+    assert compose.secret_env("etherpad", CATALOG) == ["db_password", "admin_password"]
+    lines = compose.env_file_lines("etherpad", CATALOG, {"admin_password": "a", "db_password": "b"})
+    assert lines == ["DB_PASS=b", "ADMIN_PASSWORD=a"]
+
+
+def test_volume_dirs() -> None:
+    assert compose.volume_dirs("dokuwiki", CATALOG) == [
+        "/srv/telecentre/dokuwiki/data",
+        "/srv/telecentre/dokuwiki/conf",
+    ]
+    assert compose.volume_dirs("redis", CATALOG) == []
+
+
+def test_database_commands_and_sql() -> None:
+    pg = compose.database_commands("nextcloud", CATALOG)
+    assert shlex.split(pg["check"])[-1] == "SELECT 1 FROM pg_roles WHERE rolname='tc_nextcloud'"
+    sql = compose.database_sql("nextcloud", CATALOG, "s3cr'et")
+    assert "CREATE ROLE tc_nextcloud LOGIN PASSWORD 's3cr''et';" in sql
+    maria = compose.database_commands("dolibarr", CATALOG)
+    inner = shlex.split(maria["check"])[-1]  # what sh -c runs inside the container
+    assert shlex.split(inner)[-1] == "SELECT 1 FROM mysql.user WHERE user='tc_dolibarr'"
+    assert "$(cat /run/secrets/root_password)" in inner
+    assert "GRANT ALL PRIVILEGES ON tc_dolibarr.*" in compose.database_sql("dolibarr", CATALOG, "x")
+
+
+def test_image_ref() -> None:
+    assert compose.image_ref(CATALOG["radicale"]) == "telecentre/radicale:3.5-1"
+    assert compose.image_ref(CATALOG["redis"]).startswith("docker.io/library/redis:7.4")
+
+
+def test_to_yaml_accepts_str_and_dict_subclasses() -> None:
+    class Tagged(str):
+        pass
+
+    class TaggedDict(dict):  # type: ignore[type-arg]
+        pass
+
+    text = to_compose_yaml(TaggedDict({Tagged("a"): [Tagged("b"), 1, True]}))
+    assert text == "a:\n- b\n- 1\n- true\n"
+
+
+def test_layout_is_the_one_compose_uses() -> None:
+    layout = compose.layout()
+    doc = compose.compose_project(
+        "radicale",
+        {"name": "x", "services": {"radicale": {}}, "base_domain": "x.home.arpa"},
+        CATALOG,
+    )
+    assert doc["networks"]["telecentre"]["name"] == layout["proxy_network"]
+    assert doc["services"]["radicale"]["volumes"][0].startswith(layout["data_dir"])
