@@ -1,15 +1,21 @@
-"""Shared fixtures: throwaway site folders with their own vault password file."""
+"""Shared fixtures: throwaway site folders, lab hosts, and a deployed demo site."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from telecentre_ctl.lab import testing
 from telecentre_ctl.paths import DEMO_SITE, INVENTORY_DIR
 
 EXAMPLE_SITE = INVENTORY_DIR / "example-standard"
@@ -61,3 +67,102 @@ def make_site(tmp_path: Path) -> MakeSite:
         return target
 
     return make
+
+
+# --- lab tiers: real lab hosts, shared by every test session ----------------------------
+
+LabFactory = Callable[[Path, int], "testing.Lab"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Lab and end-to-end tests skip, saying why, where lab hosts cannot run (not root)."""
+    if not any(item.get_closest_marker("lab") or item.get_closest_marker("e2e") for item in items):
+        return
+    reason = testing.skip_reason()
+    if reason is None:
+        return
+    for item in items:
+        if item.get_closest_marker("lab") or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def lab_factory() -> Iterator[LabFactory]:
+    """Start N lab hosts for a site folder; every lab started is removed at session end."""
+    with ExitStack() as stack:
+
+        def start(site_dir: Path, count: int) -> testing.Lab:
+            return stack.enter_context(testing.running_lab(site_dir, count))
+
+        yield start
+
+
+@dataclass
+class DeployedSite:
+    """A copy of the demo site deployed for real on one lab host, shared by the tiers that
+    use services (e2e, status, backup). Its vault password file lives in `config`."""
+
+    lab: testing.Lab
+    site_dir: Path
+    config: Path
+
+    @property
+    def name(self) -> str:
+        return self.lab.state.site
+
+    @property
+    def address(self) -> str:
+        return self.lab.hosts[0].address
+
+    @property
+    def password_file(self) -> Path:
+        return self.config / "telecentre-ctl" / "vault" / f"{self.name}.pass"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "XDG_CONFIG_HOME": str(self.config),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run telecentre-ctl as a user would, in its own process."""
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "telecentre-ctl"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"telecentre-ctl {' '.join(args)} exited {proc.returncode}\n"
+                f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cli("deploy", str(self.site_dir), *args, check=check)
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        from telecentre_ctl.secrets import read_secrets
+
+        return read_secrets(self.site_dir, self.password_file)
+
+    def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(self.lab.hosts[0], command, check=check)
+
+
+@pytest.fixture(scope="session")
+def deployed_demo(
+    lab_factory: LabFactory, tmp_path_factory: pytest.TempPathFactory
+) -> DeployedSite:
+    """The demo site (renamed e2edemo) on one lab host, deployed once per session."""
+    base = tmp_path_factory.mktemp("deployed")
+    site_dir = testing.write_site(base / "e2edemo", "e2edemo", DEMO_SITE / "site.yml")
+    lab = lab_factory(site_dir, 1)
+    deployed = DeployedSite(lab=lab, site_dir=site_dir, config=base / "config")
+    deployed.cli("secrets", str(site_dir))
+    deployed.deploy()
+    return deployed

@@ -1,41 +1,15 @@
 """Lab-tier fixtures: real lab hosts (systemd-nspawn) for a temporary site folder.
 
-Other tiers reuse the same machinery: `telecentre_ctl.lab.testing.running_lab(site_dir, n)`
-gives N hosts for any site folder and writes its hosts.yml; see `lab_factory` below.
+Every tier shares `lab_factory` (tests/conftest.py): N hosts for any site folder.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 
 from telecentre_ctl.lab import testing
 from telecentre_ctl.paths import DEMO_SITE
-
-LabFactory = Callable[[Path, int], testing.Lab]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = testing.skip_reason()
-    if reason is None:
-        return
-    for item in items:
-        if item.get_closest_marker("lab"):
-            item.add_marker(pytest.mark.skip(reason=reason))
-
-
-@pytest.fixture(scope="session")
-def lab_factory() -> Iterator[LabFactory]:
-    """Start N lab hosts for a site folder; every lab started is removed at session end."""
-    with ExitStack() as stack:
-
-        def start(site_dir: Path, count: int) -> testing.Lab:
-            return stack.enter_context(testing.running_lab(site_dir, count))
-
-        yield start
+from tests.conftest import LabFactory
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ def test_secret_files_and_env() -> None:
 def test_volume_dirs() -> None:
     assert compose.volume_dirs("dokuwiki", CATALOG) == [
         "/srv/telecentre/dokuwiki/data",
-        "/srv/telecentre/dokuwiki/conf",
+        "/srv/telecentre/dokuwiki/acl",
     ]
     assert compose.volume_dirs("redis", CATALOG) == []
 

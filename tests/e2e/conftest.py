@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DeployedSite
+from tests.e2e.clients import fetch_ca, resolve_to
+
+
+@pytest.fixture(scope="session")
+def site_ca(deployed_demo: DeployedSite, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fetch_ca(deployed_demo, tmp_path_factory.mktemp("ca") / "ca.crt")
+
+
+@pytest.fixture
+def lan(deployed_demo: DeployedSite) -> Iterator[str]:
+    """Resolve the site's names to its lab host for the test; yields the base domain."""
+    domain = f"{deployed_demo.name}.home.arpa"
+    with resolve_to(domain, deployed_demo.address):
+        yield domain
