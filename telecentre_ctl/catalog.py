@@ -186,8 +186,11 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
     return problems
 
 
+@cache
 def load_catalog(root: Path = SERVICES_DIR) -> Catalog:
-    """Every entry under `root`, validated; raises InvalidInput listing all problems."""
+    """Every entry under `root`, validated; raises InvalidInput listing all problems.
+
+    Read once per process: a fleet command loads many sites against one catalogue."""
     services: dict[str, Service] = {}
     problems: list[Problem] = []
     for entry_file in sorted(root.glob("*/service.yml")):

@@ -8,5 +8,6 @@ from telecentre_ctl.cli.lab import lab
 from telecentre_ctl.cli.plan import plan
 from telecentre_ctl.cli.services import services
 from telecentre_ctl.cli.site import init, secrets, validate
+from telecentre_ctl.cli.status import status
 
-ALL: list[click.Command] = [services, init, validate, secrets, plan, lab]
+ALL: list[click.Command] = [services, init, validate, secrets, plan, lab, status]
