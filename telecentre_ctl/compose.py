@@ -7,7 +7,9 @@ construction. Templates only substitute what these return.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 OPT_DIR = "/opt/telecentre"  # compose projects and rendered configuration
@@ -100,6 +102,30 @@ def env_file_lines(name: str, catalog: dict[str, Any], values: dict[str, str]) -
 def image_ref(entry: dict[str, Any]) -> str:
     """The image a service runs: the tag of its local build, or its pinned upstream image."""
     return str(entry["build"]["tag"] if "build" in entry else entry["image"])
+
+
+def recipe_dir(name: str, catalog: dict[str, Any]) -> str:
+    """Folder of a service's build recipe on the controller ('' for pulled images)."""
+    from telecentre_ctl.paths import SERVICES_DIR
+
+    build = catalog[name].get("build")
+    return str(SERVICES_DIR / name / build["context"]) if build else ""
+
+
+def recipe_digest(folder: Path | str, base: str = "") -> str:
+    """SHA-256 of a build recipe (every file's relative path, executable bit and content)
+    and of the base image it builds on. Meant as the label org.telecentre.recipe of the
+    images the service role builds: an image already there (loaded from a bundle, or built
+    before) from the same recipe is not built again."""
+    if not str(folder):
+        return ""  # a pulled image has no recipe
+    digest = hashlib.sha256(f"base {base}\n".encode())
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        mode = "x" if path.stat().st_mode & 0o111 else "-"
+        digest.update(f"{path.relative_to(root).as_posix()} {mode}\n".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
 
 
 def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:

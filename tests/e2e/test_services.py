@@ -227,7 +227,7 @@ def test_tls_is_mozilla_intermediate_compliant(
 
 def test_second_deploy_changes_nothing(deployed_demo: DeployedSite) -> None:
     summary = json.loads(deployed_demo.deploy("--json").stdout)
-    assert [h["changed"] for h in summary["hosts"]] == [0], summary
+    assert [h["changed"] for h in summary["hosts"].values()] == [0], summary
 
 
 def test_removed_service_leaves_host_and_portal(

@@ -90,3 +90,13 @@ def test_layout_is_the_one_compose_uses() -> None:
     )
     assert doc["networks"]["telecentre"]["name"] == layout["proxy_network"]
     assert doc["services"]["radicale"]["volumes"][0].startswith(layout["data_dir"])
+
+
+def test_recipe_dir_and_digest(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    recipe = compose.recipe_dir("radicale", CATALOG)
+    assert recipe.endswith("services/radicale/build")
+    assert compose.recipe_dir("redis", CATALOG) == ""
+    digest = compose.recipe_digest(recipe, "telecentre/debian-base:trixie")
+    assert digest.startswith("sha256:") and digest == compose.recipe_digest(
+        recipe, "telecentre/debian-base:trixie"
+    )

@@ -28,6 +28,8 @@ class FilterModule:
             "tc_env_file_lines": compose.env_file_lines,
             "tc_fqdn": compose.fqdn,
             "tc_image_ref": compose.image_ref,
+            "tc_recipe_dir": compose.recipe_dir,
+            "tc_recipe_digest": compose.recipe_digest,
             "tc_db_identifier": compose.db_identifier,
             "tc_database_of": compose.database_of,
             "tc_obsolete_services": compose.obsolete_services,
