@@ -1,0 +1,1013 @@
+#!/usr/bin/python3
+"""telecentre-backup: the host side of telecentre-ctl's backups (installed by role backup).
+
+    telecentre-backup backup            dumps + volumes -> one restic snapshot, retention,
+                                        weekly repository check; writes last-backup.json
+    telecentre-backup restore --service S [--snapshot ID]
+                                        safety snapshot, stop, restore, start, wait healthy;
+                                        rolls back on failure; writes last-restore.json
+    telecentre-backup drill [--snapshot ID]
+                                        restore into a scratch folder, verify, load each
+                                        dump into a scratch database; writes last-drill.json
+    telecentre-backup check [--subset 5%|--read-all]
+    telecentre-backup init | snapshots [--service S]
+
+Everything it needs is in one JSON file written by the role (--config, default below):
+which services, volumes and databases this host backs up, the repository, the retention.
+The restic password is read by restic itself from a 0600 file (RESTIC_PASSWORD_FILE): it
+never appears on a command line, in the environment of other processes, or in a log.
+
+Results are written as {"finished", "ok", "snapshot", "message"} (`status` reads them) and
+printed on stdout; the exit status is 0 ok, 1 failed, 2 bad usage. Python 3 standard
+library only: the host has no other dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/telecentre/backup/config.json"
+MIB = 1024 * 1024
+LOCK_WAIT_SECONDS = 3 * 3600  # a timer-started run waits this long for a running one
+DUMP_TRAILERS = {
+    "postgres": b"-- PostgreSQL database dump complete",
+    "mariadb": b"-- Dump completed",
+}
+RESTIC_NO_REPOSITORY = 10  # restic >= 0.17: the repository does not exist
+RESTIC_WRONG_PASSWORD = 12
+RESTIC_INCOMPLETE = 3  # snapshot made, but some source files could not be read
+NO_SPACE = "no space left on device"
+
+
+class Failure(Exception):
+    """An operation failed; the message is plain words for the person who reads status."""
+
+    def __init__(self, message: str, snapshot: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.snapshot = snapshot
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: str  # postgres | mariadb
+    container: str  # tc-postgres | tc-mariadb
+    name: str  # database (and user) of the consumer
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    volumes: tuple[str, ...]
+    database: Database | None = None
+    compose_file: str = ""
+
+    def dump_file(self, dump_dir: str) -> str:
+        return f"{dump_dir}/{self.name}.sql"
+
+    def paths(self, dump_dir: str) -> list[str]:
+        """Everything of this service a snapshot holds."""
+        return [*self.volumes, *([self.dump_file(dump_dir)] if self.database else [])]
+
+
+@dataclass(frozen=True)
+class Config:
+    site: str
+    host: str
+    repository: str
+    password_file: str
+    services: tuple[Service, ...]
+    target: str | None = None  # local folder holding the repository (None for sftp)
+    keep: dict[str, int] = field(default_factory=lambda: {"daily": 7})
+    keep_safety: int = 3
+    min_free_mb: int = 128
+    check_subset: str = "5%"
+    check_every_days: int = 7
+    state_dir: str = "/var/lib/telecentre/backup"
+    cache_dir: str = "/var/cache/telecentre/restic"
+    scratch_dir: str = "/var/tmp/telecentre-drill"
+    data_dir: str = "/srv/telecentre"
+    stop_services: tuple[str, ...] = ()
+    health_timeout: int = 300
+    restic_options: tuple[str, ...] = ()
+
+    @property
+    def dump_dir(self) -> str:
+        return f"{self.state_dir}/dumps"
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        known = ", ".join(s.name for s in self.services) or "none"
+        raise Failure(f"{name} is not backed up on {self.host} (backed up here: {known})")
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Config:
+        services = tuple(
+            Service(
+                name=s["name"],
+                volumes=tuple(s.get("volumes", [])),
+                database=Database(**s["database"]) if s.get("database") else None,
+                compose_file=s.get("compose_file", ""),
+            )
+            for s in data.get("services", [])
+        )
+        plain = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        plain["services"] = services
+        for key in ("stop_services", "restic_options"):
+            if key in plain:
+                plain[key] = tuple(plain[key])
+        return cls(**plain)
+
+
+def load_config(path: str) -> Config:
+    try:
+        return Config.from_data(json.loads(Path(path).read_text(encoding="utf-8")))
+    except FileNotFoundError as err:
+        raise Failure(
+            f"no backup configuration at {path}: backups are not set up on this host "
+            "(run telecentre-ctl deploy)"
+        ) from err
+    except (ValueError, TypeError, KeyError) as err:
+        raise Failure(f"the backup configuration {path} is unreadable ({err})") from err
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(nbytes) < 1000:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return f"{nbytes:.1f} TB"
+
+
+def free_bytes(path: str) -> int:
+    """Free bytes of the file system holding path (or its nearest existing parent), as
+    ordinary users see it (f_bavail): the blocks reserved for root are not counted on."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Atomically, mode 0644: status reads it as is."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+
+
+def read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def record(finished: str, ok: bool, snapshot: str | None, message: str) -> dict[str, Any]:
+    """The result shape `status` reads. Keep exactly these four keys."""
+    return {"finished": finished, "ok": ok, "snapshot": snapshot, "message": message}
+
+
+@dataclass
+class Tree:
+    """What a data folder holds, from one walk: entries, bytes, bytes changed since."""
+
+    exists: bool
+    entries: int = 0
+    size: int = 0
+    changed_size: int = 0
+
+
+def survey(path: str, since: float | None) -> Tree:
+    if not os.path.isdir(path):
+        return Tree(exists=False)
+    tree = Tree(exists=True)
+    for root, dirs, files in os.walk(path):
+        tree.entries += len(dirs) + len(files)
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            tree.size += st.st_size
+            if since is None or st.st_mtime >= since:
+                tree.changed_size += st.st_size
+    return tree
+
+
+def check_data_dirs(
+    cfg: Config, trees: dict[str, Tree], previous: dict[str, int]
+) -> tuple[list[str], list[str]]:
+    """(refusals, notes) for the data folders about to be backed up.
+
+    Refused: a missing folder (the data disk is not mounted, or the service was never
+    deployed), and a folder found empty that held data at the last backup (wiped, or a
+    mount point without its disk): backing it up would let retention push the good
+    snapshots out. An empty folder never backed up with data (a new, unused share) is
+    backed up, with a note.
+    """
+    refusals, notes = [], []
+    if not os.path.isdir(cfg.data_dir):
+        return [f"the data folder {cfg.data_dir} is missing (data disk not mounted?)"], []
+    for path, tree in trees.items():
+        if not tree.exists:
+            refusals.append(f"{path} is missing (data disk not mounted, or service not deployed)")
+        elif tree.entries == 0 and previous.get(path, 0) > 0:
+            refusals.append(
+                f"{path} is empty but held {previous[path]} entries at the last backup "
+                "(wiped, or its disk is not mounted)"
+            )
+        elif tree.entries == 0:
+            notes.append(f"{path} is empty")
+    return refusals, notes
+
+
+def space_needed(cfg: Config, trees: dict[str, Tree], dumps_estimate: int) -> int:
+    """Bytes the repository may grow by: what changed since the last backup (all of it the
+    first time) and the dumps, plus the configured margin. Dedup and compression only make
+    the real figure smaller."""
+    return sum(t.changed_size for t in trees.values()) + dumps_estimate + cfg.min_free_mb * MIB
+
+
+def retention_args(keep: dict[str, int]) -> list[str]:
+    args = []
+    for key in ("daily", "weekly", "monthly"):
+        if int(keep.get(key, 0)) > 0:
+            args += [f"--keep-{key}", str(int(keep[key]))]
+    return args
+
+
+def check_due(last: Any, every_days: int, now: float) -> bool:
+    if every_days <= 0:
+        return False
+    if not isinstance(last, dict) or not last.get("ok"):
+        return True
+    try:
+        when = datetime.fromisoformat(str(last["finished"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return True
+    return now - when >= every_days * 86400 - 3600  # a timer an hour early still counts
+
+
+def dump_complete(path: str, engine: str) -> bool:
+    """The dump exists, is not empty and ends with its tool's completion trailer."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - 4096))
+            tail = handle.read()
+    except OSError:
+        return False
+    return size > 0 and DUMP_TRAILERS[engine] in tail
+
+
+def restic_failure(stderr: str, cfg: Config, action: str) -> str:
+    """restic's error as a plain sentence, with what to do about it."""
+    low = stderr.lower()
+    where = cfg.target or cfg.repository
+    if NO_SPACE in low:
+        free = f" ({human(free_bytes(cfg.target))} free)" if cfg.target else ""
+        return (
+            f"{action} failed: the backup disk {where} is full{free}. Earlier snapshots are "
+            "intact. Free space on it or use a larger disk, then run the backup again."
+        )
+    if "wrong password" in low or "no key found" in low:
+        return f"{action} failed: the repository at {where} does not open with this site's key."
+    if "unable to open config file" in low or "does not exist" in low:
+        return (
+            f"{action} failed: no backup repository at {cfg.repository} (is the backup disk "
+            "mounted? `telecentre-ctl deploy` makes the repository)."
+        )
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    detail = lines[-1] if lines else "no message"
+    return f"{action} failed: restic said: {detail[:300]}"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class Shell:
+    """Runs programs. Tests replace it; nothing else in this file starts a process."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+        stdout_path: str | None = None,
+        stdin_path: str | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        if stdout_path is not None or stdin_path is not None:
+            out = open(stdout_path, "wb") if stdout_path else None  # noqa: SIM115
+            inp = open(stdin_path, "rb") if stdin_path else None  # noqa: SIM115
+            try:
+                proc = subprocess.run(
+                    list(argv),
+                    stdin=inp if inp else subprocess.DEVNULL,
+                    stdout=out if out else subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=full_env,
+                    timeout=timeout,
+                    check=False,
+                )
+            finally:
+                for handle in (out, inp):
+                    if handle:
+                        handle.close()
+            return subprocess.CompletedProcess(
+                proc.args,
+                proc.returncode,
+                proc.stdout.decode(errors="replace") if proc.stdout else "",
+                proc.stderr.decode(errors="replace"),
+            )
+        return subprocess.run(
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            check=False,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+        )
+
+
+class Restic:
+    def __init__(self, cfg: Config, shell: Shell) -> None:
+        self.cfg, self.shell = cfg, shell
+        self.env = {
+            "RESTIC_REPOSITORY": cfg.repository,
+            "RESTIC_PASSWORD_FILE": cfg.password_file,
+            "RESTIC_CACHE_DIR": cfg.cache_dir,
+            "RESTIC_PROGRESS_FPS": "0.016",
+        }
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        options = [a for opt in self.cfg.restic_options for a in ("-o", opt)]
+        return self.shell.run(["restic", *options, *args], env=self.env)
+
+    def must(self, action: str, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = self.run(*args)
+        if proc.returncode != 0:
+            raise Failure(restic_failure(proc.stderr, self.cfg, action))
+        return proc
+
+    def exists(self) -> bool:
+        proc = self.run("cat", "config")
+        if proc.returncode == 0:
+            return True
+        if proc.returncode == RESTIC_NO_REPOSITORY or "does not exist" in proc.stderr.lower():
+            return False
+        raise Failure(restic_failure(proc.stderr, self.cfg, "opening the repository"))
+
+    def snapshots(self, *tags: str) -> list[dict[str, Any]]:
+        args = ["snapshots", "--json", "--host", self.cfg.host]
+        for tag in tags:
+            args += ["--tag", tag]
+        found = json.loads(self.must("listing the snapshots", *args).stdout or "[]")
+        return sorted(found or [], key=lambda s: str(s.get("time", "")))
+
+    def backup(self, paths: list[str], tags: list[str]) -> dict[str, Any]:
+        args = ["backup", "--json", "--host", self.cfg.host]
+        for tag in tags:
+            args += ["--tag", tag]
+        proc = self.run(*args, *paths)
+        summary: dict[str, Any] = {}
+        for line in proc.stdout.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("message_type") == "summary":
+                    summary = event
+        snapshot = summary.get("snapshot_id")
+        if proc.returncode == RESTIC_INCOMPLETE:
+            raise Failure(
+                "the backup is incomplete: some files could not be read "
+                f"({_last_line(proc.stderr)})",
+                snapshot=str(snapshot)[:8] if snapshot else None,
+            )
+        if proc.returncode != 0 or not snapshot:
+            raise Failure(restic_failure(proc.stderr, self.cfg, "the backup"))
+        return summary
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+class Lock:
+    """One backup, restore or drill at a time on a host."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def held(self, wait: float) -> Iterator[None]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as handle:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as err:
+                    if time.monotonic() >= deadline:
+                        raise Failure(
+                            "another backup, restore or drill is running on this host; "
+                            "try again when it has finished"
+                        ) from err
+                    time.sleep(2)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Engine:
+    """Database dumps and loads through `docker exec` into the shared database container.
+    The server's superuser credentials stay inside the container."""
+
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+
+    @staticmethod
+    def _mariadb(sql_args: str) -> list[str]:
+        return ["sh", "-c", f'exec {sql_args} -uroot -p"$(cat /run/secrets/root_password)" "$@"']
+
+    def dump_command(self, db: Database) -> list[str]:
+        if db.engine == "postgres":
+            return ["docker", "exec", db.container, "pg_dump", "-U", "postgres", db.name]
+        return [
+            "docker", "exec", db.container,
+            *self._mariadb("mariadb-dump"), "mariadb-dump",
+            "--single-transaction", "--routines", "--triggers", "--events", db.name,
+        ]  # fmt: skip
+
+    def dump(self, db: Database, path: str) -> None:
+        tmp = f"{path}.tmp"
+        proc = self.shell.run(self.dump_command(db), stdout_path=tmp)
+        if proc.returncode != 0 or not dump_complete(tmp, db.engine):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            why = _last_line(proc.stderr) or "the dump is empty or cut short"
+            raise Failure(f"the database dump of {db.name} failed ({why}); nothing was backed up")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def sql(self, db: Database, statements: str, database: str | None = None) -> None:
+        if db.engine == "postgres":
+            argv = ["docker", "exec", "-i", db.container, "psql", "-U", "postgres"]
+            argv += ["-v", "ON_ERROR_STOP=1", "-q", "-d", database or "postgres"]
+        else:
+            argv = ["docker", "exec", "-i", db.container, *self._mariadb("mariadb"), "mariadb"]
+            argv += [database] if database else []
+        proc = self.shell.run(argv, stdin=statements)
+        if proc.returncode != 0:
+            raise Failure(f"{db.engine} refused: {_last_line(proc.stderr)}")
+
+    def recreate(self, db: Database, name: str, owner: str) -> None:
+        if db.engine == "postgres":
+            self.sql(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE);\n')
+            self.sql(db, f'CREATE DATABASE "{name}" OWNER "{owner}" ENCODING \'UTF8\';\n')
+        else:
+            self.sql(
+                db,
+                f"DROP DATABASE IF EXISTS `{name}`;\n"
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4;\n",
+            )
+
+    def drop(self, db: Database, name: str) -> None:
+        if db.engine == "postgres":
+            self.sql(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE);\n')
+        else:
+            self.sql(db, f"DROP DATABASE IF EXISTS `{name}`;\n")
+
+    def load(self, db: Database, name: str, dump: str) -> None:
+        if db.engine == "postgres":
+            argv = ["docker", "exec", "-i", db.container, "psql", "-U", "postgres", "-q"]
+            argv += ["-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", name]
+        else:
+            argv = ["docker", "exec", "-i", db.container, *self._mariadb("mariadb"), "mariadb"]
+            argv += [name]
+        proc = self.shell.run(argv, stdin_path=dump)
+        if proc.returncode != 0:
+            raise Failure(f"loading the dump into {name} failed: {_last_line(proc.stderr)}")
+
+
+class Compose:
+    def __init__(self, shell: Shell, timeout: int) -> None:
+        self.shell, self.timeout = shell, timeout
+
+    def _run(self, svc: Service, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.shell.run(["docker", "compose", "--file", svc.compose_file, *args])
+
+    def stop(self, svc: Service) -> None:
+        proc = self._run(svc, "stop")
+        if proc.returncode != 0:
+            raise Failure(f"could not stop {svc.name}: {_last_line(proc.stderr)}")
+
+    def start(self, svc: Service) -> None:
+        proc = self._run(svc, "up", "--detach", "--wait", "--wait-timeout", str(self.timeout))
+        if proc.returncode != 0:
+            raise Failure(
+                f"{svc.name} did not become healthy within {self.timeout} s: "
+                f"{_last_line(proc.stderr)}"
+            )
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Backups:
+    def __init__(self, cfg: Config, shell: Shell | None = None) -> None:
+        self.cfg = cfg
+        self.shell = shell or Shell()
+        self.restic = Restic(cfg, self.shell)
+        self.engine = Engine(self.shell)
+        self.compose = Compose(self.shell, cfg.health_timeout)
+        self.state = cfg.state_dir
+
+    def path(self, name: str) -> str:
+        return f"{self.state}/{name}"
+
+    # ---- init
+
+    def init(self) -> str:
+        if self.cfg.target:
+            Path(self.cfg.target).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.restic.exists():
+            return "the repository exists"
+        self.restic.must("making the repository", "init")
+        return "created the repository"
+
+    # ---- backup
+
+    def backup(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if not cfg.services:
+            raise Failure("nothing to back up on this host: no service with data")
+        previous = read_json(self.path("volumes.json")) or {}
+        # volumes.json is written only once a snapshot is made: "since" is its start
+        since = float(previous["_started"]) if previous.get("_started") else None
+        started = time.time()
+        paths = [v for s in cfg.services for v in s.volumes]
+        trees = {p: survey(p, since) for p in paths}
+        refusals, notes = check_data_dirs(cfg, trees, previous.get("entries", {}))
+        if refusals:
+            raise Failure("backup refused: " + "; ".join(refusals) + ". Nothing was backed up.")
+        if not self.restic.exists():
+            raise Failure(
+                f"no backup repository at {cfg.repository} (is the backup disk mounted? "
+                "`telecentre-ctl deploy` or `telecentre-backup init` makes it)"
+            )
+        dumps = [s for s in cfg.services if s.database]
+        dumps_estimate = sum(
+            int((os.path.getsize(s.dump_file(cfg.dump_dir)) if os.path.exists(
+                s.dump_file(cfg.dump_dir)) else 0) * 1.5) for s in dumps
+        )  # fmt: skip
+        self.check_space(trees, dumps_estimate)
+        Path(cfg.dump_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        for svc in dumps:
+            assert svc.database is not None
+            self.engine.dump(svc.database, svc.dump_file(cfg.dump_dir))
+        stopped = [s for s in cfg.services if s.name in cfg.stop_services]
+        try:
+            for svc in stopped:
+                self.compose.stop(svc)
+            all_paths = [p for s in cfg.services for p in s.paths(cfg.dump_dir)]
+            summary = self.restic.backup(all_paths, ["scheduled"])
+        finally:
+            for svc in stopped:
+                self.compose.start(svc)
+        snapshot = str(summary["snapshot_id"])[:8]
+        write_json(
+            self.path("volumes.json"),
+            {"_started": started, "entries": {p: t.entries for p, t in trees.items()}},
+        )
+        added = int(summary.get("data_added", 0))
+        message = (
+            f"Backup done: snapshot {snapshot} of {len(cfg.services)} service(s) "
+            f"({', '.join(s.name for s in cfg.services)}), {human(added)} new data."
+        )
+        if notes:
+            message += " Note: " + "; ".join(notes) + "."
+        problems = self.retention()
+        problems += self.weekly_check()
+        if problems:
+            raise Failure(message + " But: " + " ".join(problems), snapshot=snapshot)
+        return {"snapshot": snapshot, "message": message, "data_added": added, "summary": summary}
+
+    def check_space(self, trees: dict[str, Tree], dumps_estimate: int) -> None:
+        cfg = self.cfg
+        if cfg.target:
+            need = space_needed(cfg, trees, dumps_estimate)
+            have = free_bytes(cfg.target)
+            if have < need:
+                raise Failure(
+                    f"backup refused: the backup disk {cfg.target} has {human(have)} free, "
+                    f"this backup may need up to {human(need)} (new data and a "
+                    f"{cfg.min_free_mb} MB margin). Earlier snapshots are intact. Free space "
+                    "on it or use a larger disk."
+                )
+        if dumps_estimate and free_bytes(cfg.state_dir) < dumps_estimate + cfg.min_free_mb * MIB:
+            raise Failure(
+                f"backup refused: not enough space in {cfg.state_dir} for the database dumps "
+                f"({human(free_bytes(cfg.state_dir))} free, about {human(dumps_estimate)} needed)"
+            )
+
+    def retention(self) -> list[str]:
+        """forget --prune with the site's policy, never on an empty listing."""
+        cfg = self.cfg
+        problems = []
+        keep = retention_args(cfg.keep)
+        if not keep:
+            return ["retention skipped: the policy keeps nothing."]
+        if not self.restic.snapshots("scheduled"):
+            return ["retention skipped: the repository lists no snapshot."]
+        if cfg.keep_safety > 0 and self.restic.snapshots("safety"):
+            proc = self.restic.run(
+                "forget", "--host", cfg.host, "--tag", "safety", "--group-by", "host,tags",
+                "--keep-last", str(cfg.keep_safety),
+            )  # fmt: skip
+            if proc.returncode != 0:
+                problems.append(restic_failure(proc.stderr, cfg, "forgetting old safety snapshots"))
+        proc = self.restic.run(
+            "forget", "--host", cfg.host, "--tag", "scheduled", "--group-by", "host",
+            *keep, "--prune",
+        )  # fmt: skip
+        if proc.returncode != 0:
+            problems.append(restic_failure(proc.stderr, cfg, "applying the retention policy"))
+        return problems
+
+    def weekly_check(self) -> list[str]:
+        if not check_due(read_json(self.path("last-check.json")), self.cfg.check_every_days,
+                         time.time()):  # fmt: skip
+            return []
+        result = self.check(self.cfg.check_subset)
+        return [] if result["ok"] else [result["message"]]
+
+    # ---- check
+
+    def check(self, subset: str | None) -> dict[str, Any]:
+        args = ["check"] + ([f"--read-data-subset={subset}"] if subset else ["--read-data"])
+        proc = self.restic.run(*args)
+        ok = proc.returncode == 0
+        what = f"{subset} of the data" if subset else "all the data"
+        if ok:
+            message = f"Repository check passed (read {what})."
+        else:
+            detail = [
+                ln.strip()
+                for ln in (proc.stdout + proc.stderr).splitlines()
+                if ln.strip() and ("error" in ln.lower() or "fatal" in ln.lower())
+            ]
+            message = (
+                f"The repository check FAILED (read {what}): the backup repository is "
+                f"damaged. {'; '.join(detail[:3])[:400]} Make a fresh backup to a new disk."
+            )
+        result = record(utc_now(), ok, None, message)
+        write_json(self.path("last-check.json"), result)
+        return result
+
+    # ---- snapshots
+
+    def snapshot_for(self, svc: Service | None, wanted: str | None) -> dict[str, Any]:
+        found = self.restic.snapshots()
+        if wanted:
+            match = [s for s in found if str(s.get("id", "")).startswith(wanted)
+                     or s.get("short_id") == wanted]  # fmt: skip
+            if not match:
+                raise Failure(f"no snapshot {wanted} in the repository of {self.cfg.host}")
+            snap = match[-1]
+        else:
+            scheduled = [s for s in found if "scheduled" in (s.get("tags") or [])]
+            if svc is not None:
+                scheduled = [s for s in scheduled if set(svc.volumes) <= set(s.get("paths", []))]
+            if not scheduled:
+                what = f" holding {svc.name}" if svc else ""
+                raise Failure(f"no backup snapshot{what} in the repository yet")
+            snap = scheduled[-1]
+        if svc is not None:
+            missing = [p for p in svc.paths(self.cfg.dump_dir)
+                       if p not in (snap.get("paths") or [])]  # fmt: skip
+            if missing:
+                raise Failure(
+                    f"snapshot {snap.get('short_id')} does not hold {svc.name} "
+                    f"({', '.join(missing)})"
+                )
+        return snap
+
+    def restore_size(self, snapshot: str, paths: list[str]) -> int:
+        args = ["ls", "--json", snapshot, *(["--recursive", *paths] if paths else [])]
+        proc = self.restic.must("reading the snapshot", *args)
+        total = 0
+        for line in proc.stdout.splitlines():
+            with contextlib.suppress(ValueError):
+                node = json.loads(line)
+                if isinstance(node, dict) and node.get("type") == "file":
+                    total += int(node.get("size", 0))
+        return total
+
+    def restic_restore(self, snapshot: str, target: str, paths: list[str]) -> None:
+        args = ["restore", snapshot, "--target", target, "--verify"]
+        for p in paths:
+            args += ["--include", p]
+        self.restic.must("restoring", *args)
+
+    # ---- restore
+
+    def restore(self, name: str, wanted: str | None) -> dict[str, Any]:
+        cfg = self.cfg
+        svc = cfg.service(name)
+        snap = self.snapshot_for(svc, wanted)
+        short = str(snap.get("short_id") or str(snap["id"])[:8])
+        paths = svc.paths(cfg.dump_dir)
+        need = self.restore_size(short, paths) + cfg.min_free_mb * MIB
+        have = free_bytes(cfg.data_dir)
+        if have < need:
+            raise Failure(
+                f"restore refused: {cfg.data_dir} has {human(have)} free, restoring {name} "
+                f"beside its current data needs {human(need)}. Nothing was changed."
+            )
+        if not self.restic.exists():
+            raise Failure(f"no backup repository at {cfg.repository} (is the backup disk mounted?)")
+        staging = f"{cfg.data_dir}/{name}/.restore-staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        Path(staging).mkdir(parents=True, mode=0o700)
+        try:
+            self.restic_restore(short, staging, paths)
+            safety = self.safety_snapshot(svc)
+            moved = self._swap_in(svc, staging, short, safety)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for old in moved:
+            shutil.rmtree(old, ignore_errors=True)
+        message = (
+            f"Restored {name} from snapshot {short} ({snap.get('time', '')[:19]}); it is "
+            f"running and healthy. The state before the restore is kept as snapshot {safety}."
+        )
+        return {"snapshot": short, "message": message, "safety": safety}
+
+    def safety_snapshot(self, svc: Service) -> str:
+        """The service's data as it is now, before anything is touched."""
+        paths = [p for p in svc.volumes if os.path.isdir(p)]
+        if svc.database:
+            dump = f"{self.cfg.dump_dir}/{svc.name}.sql"
+            Path(self.cfg.dump_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.engine.dump(svc.database, dump)
+            paths.append(dump)
+        try:
+            summary = self.restic.backup(paths, ["safety", f"service:{svc.name}"])
+        except Failure as err:
+            raise Failure(f"restore refused: the safety snapshot failed ({err.message})") from err
+        return str(summary["snapshot_id"])[:8]
+
+    def _swap_in(self, svc: Service, staging: str, short: str, safety: str) -> list[str]:
+        """Stop, put the restored data in place (old data aside), start, wait healthy.
+        On failure, put the old data back and start the service again."""
+        moved: list[tuple[str, str]] = []  # (volume, where its old data went)
+        loaded_db = False
+        self.compose.stop(svc)
+        try:
+            for vol in svc.volumes:
+                restored = f"{staging}{vol}"
+                if not os.path.isdir(restored):
+                    raise Failure(f"snapshot {short} has no {vol}")
+                aside = f"{vol}.pre-restore"
+                shutil.rmtree(aside, ignore_errors=True)
+                if os.path.lexists(vol):
+                    os.rename(vol, aside)
+                moved.append((vol, aside))
+                os.rename(restored, vol)
+            if svc.database:
+                db = svc.database
+                dump = f"{staging}{svc.dump_file(self.cfg.dump_dir)}"
+                if not dump_complete(dump, db.engine):
+                    raise Failure(f"the dump of {db.name} in snapshot {short} is missing or cut")
+                loaded_db = True
+                self.engine.recreate(db, db.name, db.name)
+                self.engine.load(db, db.name, dump)
+            self.compose.start(svc)
+        except (Failure, OSError) as err:
+            why = err.message if isinstance(err, Failure) else str(err)
+            still = self._roll_back(svc, moved, loaded_db)
+            raise Failure(
+                f"restore of {svc.name} from snapshot {short} failed ({why}); rolled back to "
+                f"the data from before the restore (also kept as snapshot {safety}){still}",
+                snapshot=short,
+            ) from err
+        return [aside for _, aside in moved]
+
+    def _roll_back(self, svc: Service, moved: list[tuple[str, str]], loaded_db: bool) -> str:
+        """Put the data from before back and start the service; returns what still went
+        wrong, if anything (the safety snapshot remains the way back)."""
+        problems = []
+        with contextlib.suppress(Failure):
+            self.compose.stop(svc)
+        for vol, aside in reversed(moved):
+            shutil.rmtree(vol, ignore_errors=True)
+            if os.path.lexists(aside):
+                os.rename(aside, vol)
+        if loaded_db and svc.database:
+            db = svc.database
+            try:
+                self.engine.recreate(db, db.name, db.name)
+                self.engine.load(db, db.name, svc.dump_file(self.cfg.dump_dir))
+            except Failure as err:
+                problems.append(f"the database could not be put back: {err.message}")
+        try:
+            self.compose.start(svc)
+        except Failure as err:
+            problems.append(f"and it did not start again: {err.message}")
+        return ("; " + "; ".join(problems)) if problems else ""
+
+    # ---- drill
+
+    def drill(self, wanted: str | None) -> dict[str, Any]:
+        cfg = self.cfg
+        snap = self.snapshot_for(None, wanted)
+        short = str(snap.get("short_id") or str(snap["id"])[:8])
+        paths = list(snap.get("paths") or [])
+        size = self.restore_size(short, paths)
+        need = size + cfg.min_free_mb * MIB
+        have = free_bytes(cfg.scratch_dir)
+        if have < need:
+            raise Failure(
+                f"drill refused: {cfg.scratch_dir} has {human(have)} free, restoring snapshot "
+                f"{short} needs {human(need)}",
+                snapshot=short,
+            )
+        scratch = cfg.scratch_dir
+        shutil.rmtree(scratch, ignore_errors=True)
+        Path(scratch).mkdir(parents=True, mode=0o700)
+        try:
+            # --verify reads every restored file back and compares it with the snapshot
+            self.restic_restore(short, scratch, [])
+            files, nbytes = self.compare_with_snapshot(short, scratch, paths)
+            loaded = []
+            for svc in cfg.services:
+                if svc.database and svc.dump_file(cfg.dump_dir) in paths:
+                    self.drill_dump(svc, f"{scratch}{svc.dump_file(cfg.dump_dir)}", short)
+                    loaded.append(svc.name)
+        except Failure as err:
+            raise Failure(f"drill of snapshot {short} FAILED: {err.message}", short) from err
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        message = (
+            f"Restore drill passed: snapshot {short} ({str(snap.get('time', ''))[:19]}) "
+            f"restored {files} files, {human(nbytes)}, identical to the backup"
+        )
+        message += f"; database dumps loaded: {', '.join(loaded)}." if loaded else "."
+        return {"snapshot": short, "message": message}
+
+    def compare_with_snapshot(self, short: str, scratch: str, paths: list[str]) -> tuple[int, int]:
+        proc = self.restic.must("reading the snapshot", "ls", "--json", short)
+        files = nbytes = 0
+        for line in proc.stdout.splitlines():
+            try:
+                node = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(node, dict) or "node" not in (
+                node.get("struct_type"),
+                node.get("message_type"),
+            ):
+                continue
+            restored = f"{scratch}{node['path']}"
+            if node.get("type") == "file":
+                try:
+                    actual = os.lstat(restored).st_size
+                except OSError:
+                    raise Failure(f"{node['path']} was not restored") from None
+                if actual != int(node.get("size", 0)):
+                    raise Failure(f"{node['path']} restored with the wrong size")
+                files += 1
+                nbytes += actual
+            elif not os.path.lexists(restored):
+                raise Failure(f"{node['path']} was not restored")
+        return files, nbytes
+
+    def drill_dump(self, svc: Service, dump: str, short: str) -> None:
+        assert svc.database is not None
+        db = svc.database
+        if not dump_complete(dump, db.engine):
+            raise Failure(f"the dump of {db.name} is missing or cut short")
+        scratch_db = f"{db.name}_drill"
+        try:
+            self.engine.recreate(db, scratch_db, db.name)
+            self.engine.load(db, scratch_db, dump)
+        finally:
+            with contextlib.suppress(Failure):
+                self.engine.drop(db, scratch_db)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="telecentre-backup", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("init", help="make the repository if it does not exist")
+    sub.add_parser("backup", help="back up every service of this host now")
+    restore = sub.add_parser("restore", help="restore one service")
+    restore.add_argument("--service", required=True)
+    restore.add_argument("--snapshot")
+    drill = sub.add_parser("drill", help="restore into a scratch folder and verify")
+    drill.add_argument("--snapshot")
+    check = sub.add_parser("check", help="check the repository, reading data")
+    check.add_argument("--subset", default=None)
+    check.add_argument("--read-all", action="store_true")
+    snaps = sub.add_parser("snapshots", help="list the snapshots as JSON")
+    snaps.add_argument("--service")
+    return parser.parse_args(argv)
+
+
+RESULT_FILES = {"backup": "last-backup.json", "drill": "last-drill.json"}
+
+
+def main(argv: Sequence[str] | None = None, shell: Shell | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)
+    try:
+        cfg = load_config(args.config)
+    except Failure as err:
+        print(json.dumps(record(utc_now(), False, None, err.message)))
+        return 1
+    backups = Backups(cfg, shell)
+    result_file = RESULT_FILES.get(args.action)
+    if args.action == "restore":
+        result_file = "last-restore.json"
+    extra: dict[str, Any] = {}
+    try:
+        # init and snapshots only read or make the repository (restic locks it itself)
+        if args.action == "init":
+            print(backups.init())
+            return 0
+        if args.action == "snapshots":
+            svc = cfg.service(args.service) if args.service else None
+            found = backups.restic.snapshots()
+            if svc is not None:
+                found = [s for s in found if set(svc.volumes) <= set(s.get("paths", []))]
+            print(json.dumps(found))
+            return 0
+        with Lock(backups.path("lock")).held(LOCK_WAIT_SECONDS):
+            if args.action == "check":
+                subset = None if args.read_all else (args.subset or cfg.check_subset)
+                result = backups.check(subset)
+                print(json.dumps(result, ensure_ascii=False))
+                return 0 if result["ok"] else 1
+            if args.action == "backup":
+                done = backups.backup()
+            elif args.action == "restore":
+                done = backups.restore(args.service, args.snapshot)
+                extra = {"service": args.service, "safety": done["safety"]}
+            else:
+                done = backups.drill(args.snapshot)
+        result = record(utc_now(), True, done["snapshot"], done["message"])
+        code = 0
+    except Failure as err:
+        result = record(utc_now(), False, err.snapshot, err.message)
+        code = 1
+    except OSError as err:
+        result = record(utc_now(), False, None, f"{args.action} failed: {err}")
+        code = 1
+    if result_file:
+        write_json(backups.path(result_file), result | extra)
+    print(json.dumps(result | extra, ensure_ascii=False))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""telecentre-ctl deploy: validate the site, then converge its hosts with playbooks/site.yml."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from telecentre_ctl.errors import (
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    HostUnreachable,
+    InvalidInput,
+    OperationFailed,
+)
+from telecentre_ctl.paths import PLAYBOOKS_DIR
+
+if TYPE_CHECKING:
+    from telecentre_ctl.runner import HostProgress, RunResult
+
+STATUS_WORDS = {
+    "ok": "ok, nothing to change",
+    "changed": "ok, changed",
+    "failed": "FAILED",
+    "unreachable": "UNREACHABLE",
+    "interrupted": "INTERRUPTED",
+}
+
+
+@click.command()
+@click.argument("site_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--limit",
+    "limit",
+    metavar="HOST[,HOST]",
+    help="Only these hosts of the site (names from hosts.yml).",
+)
+@click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing.")
+@click.option(
+    "--images",
+    "images",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    metavar="FILE",
+    help="Image bundle from `telecentre-ctl images bundle` (loaded by the service "
+    "role: comes with the services issue).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the per-host summary as JSON on stdout."
+)
+def deploy(
+    site_dir: Path, limit: str | None, check: bool, images: Path | None, as_json: bool
+) -> None:
+    """Bring SITE_DIR's hosts to the desired state: hardened Debian, firewall, Docker engine,
+    then the site's services. Safe to run again: a converged host reports nothing changed.
+
+    \b
+    The site is validated first (exit 2, no connection made). Progress per host goes to
+    stderr, the full log (secrets masked) to SITE_DIR/logs/deploy-<time>.log.
+    Runs exactly: ansible-playbook -i SITE_DIR/hosts.yml playbooks/site.yml
+                  --vault-password-file <the site's vault password file>
+    Exit codes: 0 ok, 1 a host failed, 2 invalid site, 3 a host unreachable (the other
+    hosts still finish).
+    """
+    from telecentre_ctl import runner
+    from telecentre_ctl.secrets import SECRETS_FILE, read_secrets, vault_password_file
+    from telecentre_ctl.site import load_site
+
+    site = load_site(site_dir)
+    names = [h.name for h in site.hosts]
+    if limit:
+        unknown = [h for h in limit.split(",") if h and h not in names]
+        if unknown:
+            raise InvalidInput(
+                f"--limit: {', '.join(unknown)} not in {site_dir / 'hosts.yml'}",
+                fix=f"use one of: {', '.join(names)}",
+            )
+    password_file = vault_password_file(site.name)
+    secrets_present = (site.dir / SECRETS_FILE).is_file()
+    secrets = runner.secret_values(read_secrets(site.dir, password_file)) if secrets_present else []
+    if password_file.is_file():
+        secrets.append(password_file.read_text(encoding="utf-8").strip())
+    extravars: dict[str, Any] = {}
+    if images is not None:
+        click.echo(
+            f"note: --images {images}: the bundle is handed to the service role as "
+            "tc_images_bundle; loading it comes with the services issue",
+            err=True,
+        )
+        extravars["tc_images_bundle"] = str(images.resolve())
+    request = runner.RunRequest(
+        inventory=site.dir / "hosts.yml",
+        playbook=PLAYBOOKS_DIR / "site.yml",
+        log_file=runner.log_path(site.dir, "check" if check else "deploy"),
+        vault_password_file=password_file if secrets_present else None,
+        limit=limit,
+        check=check,
+        extravars=extravars,
+        secrets=secrets,
+    )
+    targets = [n for n in names if not limit or n in limit.split(",")]
+    view = ProgressView(sys.stderr, targets, runner.count_tasks(request.playbook))
+    verb = "checking" if check else "deploying"
+    click.echo(f"{verb} {site.name} on {len(targets)} host(s); log: {request.log_file}", err=True)
+    try:
+        result = runner.run_playbook(request, on_progress=view.update)
+    finally:
+        view.close()
+    print_summary(sys.stderr, result)
+    if as_json:
+        data = {"site": site.name} | result.as_data()
+        click.echo(json.dumps(data, indent=2))
+    code = result.exit_code
+    if code == EXIT_OK:
+        return
+    bad = {n: h for n, h in result.hosts.items() if h.status not in ("ok", "changed")}
+    where = ", ".join(f"{n} ({h.status})" for n, h in sorted(bad.items())) or "no host finished"
+    detail = f"{result.problem}; " if result.problem else ""
+    if code == EXIT_UNREACHABLE:
+        raise HostUnreachable(
+            f"{detail}unreachable: {where}",
+            fix=f"check that the host is up and answers SSH (see {result.log_file}), "
+            f"then run deploy again",
+        )
+    raise OperationFailed(
+        f"{detail}not converged: {where}",
+        fix=f"read the failed task in {result.log_file}, fix it, then run deploy again "
+        "(a re-run picks up where this one stopped)",
+    )
+
+
+class ProgressView:
+    """Per-host progress on stderr: live bars on a terminal, plain lines otherwise."""
+
+    def __init__(self, out: TextIO, hosts: list[str], total: int) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.order = list(hosts)
+        self.lines: dict[str, str] = {h: f"{h}: waiting" for h in hosts}
+        self.width = max((len(h) for h in hosts), default=8)
+        self.total = total
+        self.drawn = 0
+        self.printed: dict[str, int] = {}
+        if self.tty:
+            self._redraw()
+
+    def update(self, progress: HostProgress) -> None:
+        if progress.name not in self.lines:
+            self.order.append(progress.name)
+            self.width = max(self.width, len(progress.name))
+        total = max(progress.total, progress.done, 1)
+        counts = f"changed {progress.changed} failed {progress.failed}"
+        if progress.unreachable:
+            counts += " UNREACHABLE"
+        name = progress.name.ljust(self.width)
+        if self.tty:
+            cols = shutil.get_terminal_size((100, 20)).columns
+            bar_width = 20
+            filled = int(bar_width * min(progress.done, total) / total)
+            bar = "#" * filled + "-" * (bar_width - filled)
+            line = f"{name} [{bar}] {progress.done:>3}/{total} {counts}  {progress.task}"
+            self.lines[progress.name] = line[: cols - 1]
+            self._redraw()
+        elif progress.done > self.printed.get(progress.name, 0):  # a line per task result
+            self.printed[progress.name] = progress.done
+            self.out.write(f"{name}  task {progress.done}/{total}  {counts}  {progress.task}\n")
+            self.out.flush()
+
+    def _redraw(self) -> None:
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F")
+        for host in self.order:
+            self.out.write("\x1b[2K" + self.lines.get(host, host) + "\n")
+        self.drawn = len(self.order)
+        self.out.flush()
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+def print_summary(out: TextIO, result: RunResult) -> None:
+    """One line per host: what happened, in words and counts."""
+    if not result.hosts:
+        out.write("no host was reached\n")
+        return
+    width = max(len(n) for n in result.hosts)
+    mode = " (check mode: nothing was changed)" if result.check else ""
+    out.write(f"summary{mode}, {result.seconds:.0f} s:\n")
+    for name, h in sorted(result.hosts.items()):
+        line = (
+            f"  {name.ljust(width)}  {STATUS_WORDS[h.status]:<22} ok={h.ok} "
+            f"changed={h.changed} failed={h.failed} unreachable={h.unreachable} "
+            f"skipped={h.skipped}"
+        )
+        if h.message and h.status in ("failed", "unreachable"):
+            line += f"\n  {' ' * width}  {h.message}"
+        out.write(line + "\n")
+    out.flush()

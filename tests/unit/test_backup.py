@@ -1,0 +1,498 @@
+"""Backups: what each host backs up (telecentre_ctl.backup), the recovery sheet, the CLI's
+input checks, and the host program (roles/backup/files/telecentre_backup.py) with a fake
+at the process boundary (restic, docker), on real folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from telecentre_ctl import backup
+from telecentre_ctl.catalog import load_catalog
+from telecentre_ctl.errors import InvalidInput
+from telecentre_ctl.paths import ROLES_DIR
+from tests.conftest import MakeSite
+
+SCRIPT = ROLES_DIR / "backup" / "files" / "telecentre_backup.py"
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("telecentre_backup", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["telecentre_backup"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tb = load_script()
+
+
+# --------------------------------------------------------------------------- host_config
+
+
+def demo_config(make_site: MakeSite, **options: Any) -> dict[str, Any]:
+    from telecentre_ctl.site import load_site
+
+    site = load_site(make_site())
+    host = site.hosts[0].name
+    return backup.host_config(
+        site.as_data(), site.catalog.as_data(), site.placement()[host], host, options
+    )
+
+
+def test_host_config_of_the_demo_site(make_site: MakeSite) -> None:
+    cfg = demo_config(make_site, keep_safety="2", min_free_mb=64)
+    names = [s["name"] for s in cfg["services"]]
+    assert names == ["webdav", "radicale", "dokuwiki", "proxy"]
+    webdav = cfg["services"][0]
+    assert webdav["volumes"] == ["/srv/telecentre/webdav/files"]
+    assert webdav["database"] is None
+    assert webdav["compose_file"] == "/opt/telecentre/webdav/compose.yml"
+    dokuwiki = cfg["services"][2]
+    declared = load_catalog()["dokuwiki"].data["backup"]["volumes"]
+    assert dokuwiki["volumes"] == [f"/srv/telecentre/dokuwiki/{v}" for v in declared]
+    assert cfg["repository"] == f"/srv/backup/demo/{cfg['host']}"
+    assert cfg["target"] == "/srv/backup"
+    assert cfg["keep"] == {"daily": 7, "weekly": 4, "monthly": 6}
+    assert cfg["keep_safety"] == 2 and cfg["min_free_mb"] == 64
+    assert cfg["password_file"] == "/etc/telecentre/backup/restic.pass"
+    # the configuration is data for the host program, which reads it as it is
+    parsed = tb.Config.from_data(json.loads(json.dumps(cfg)))
+    assert parsed.service("webdav").volumes == ("/srv/telecentre/webdav/files",)
+    assert parsed.keep_safety == 2
+
+
+def test_host_config_refuses_unknown_options(make_site: MakeSite) -> None:
+    with pytest.raises(ValueError, match="unknown backup options: colour"):
+        demo_config(make_site, colour="blue")
+
+
+def test_database_consumers_get_a_dump() -> None:
+    catalog = load_catalog().as_data()
+    placed = ["postgres", "mariadb", "redis", "nextcloud", "dolibarr", "etherpad"]
+    found = {s["name"]: s for s in backup.services_to_back_up(placed, catalog)}
+    # the servers themselves are backed up through their consumers' dumps
+    assert set(found) == {"nextcloud", "dolibarr", "etherpad"}
+    assert found["nextcloud"]["database"] == {
+        "engine": "postgres",
+        "container": "tc-postgres",
+        "name": "tc_nextcloud",
+    }
+    assert found["dolibarr"]["database"]["engine"] == "mariadb"
+    assert found["etherpad"]["volumes"] == []
+
+
+def test_targets_and_schedule() -> None:
+    assert backup.repository("/media/usb/", "comptoir", "box") == "/media/usb/comptoir/box"
+    assert backup.repository("sftp:bk@nas:/bk", "c", "h") == "sftp:bk@nas:/bk/c/h"
+    assert backup.local_target("sftp:bk@nas:/bk") is None
+    assert backup.local_target("/srv/backup/") == "/srv/backup"
+    assert backup.sftp_parts("sftp:bk@nas.lan:/bk") == {
+        "user": "bk",
+        "host": "nas.lan",
+        "path": "/bk",
+    }
+    assert backup.timer_calendar("02:30") == "*-*-* 02:30:00"
+    assert backup.restic_options("/srv/backup") == []
+    (option,) = backup.restic_options("sftp:bk@nas:/bk")
+    assert "StrictHostKeyChecking=yes" in option and "id_ed25519" in option
+
+
+# --------------------------------------------------------------------------- recovery sheet
+
+
+def test_recovery_sheet(make_site: MakeSite, tmp_path: Path) -> None:
+    from telecentre_ctl.site import load_site
+
+    site = load_site(make_site())
+    text = backup.recovery_sheet(site, "k3y-Secret-value", when="2025-01-01")
+    assert "k3y-Secret-value" in text
+    assert f"/srv/backup/demo/{site.hosts[0].name}" in text
+    assert "restic -r" in text and "--password-file key.txt" in text
+    assert "7 daily, 4 weekly, 6 monthly" in text
+    assert "02:30" in text
+    mark_for = tmp_path / "vault" / "demo.pass"
+    assert backup.sheet_printed_on(mark_for) is None
+    backup.mark_sheet_printed(mark_for)
+    assert backup.sheet_printed_on(mark_for)
+
+
+def cli() -> Any:
+    from telecentre_ctl.cli.main import cli as group
+
+    for command in __import__("telecentre_ctl.cli.backup", fromlist=["COMMANDS"]).COMMANDS:
+        if command.name not in group.commands:
+            group.add_command(command)
+    return group
+
+
+def test_cli_prints_the_recovery_sheet_only_when_asked(make_site: MakeSite) -> None:
+    from telecentre_ctl.secrets import read_secrets, vault_password_file
+
+    site_dir = make_site()
+    key = read_secrets(site_dir, vault_password_file("demo"))["backup"]["restic_password"]
+    result = CliRunner().invoke(cli(), ["backup", str(site_dir), "--print-recovery-sheet"])
+    assert result.exit_code == 0, result.output
+    assert key in result.stdout
+    assert "RECOVERY SHEET" in result.stdout
+    assert key not in result.stderr
+    assert "keep it away from the box" in result.stderr
+
+
+def test_cli_restore_refuses_bad_input_without_connecting(make_site: MakeSite) -> None:
+    site_dir = make_site()
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["restore", str(site_dir), "--service", "webdavv"])
+    assert result.exit_code == 2
+    assert "did you mean 'webdav'" in result.stderr
+    result = runner.invoke(
+        cli(), ["restore", str(site_dir), "--service", "webdav", "--snapshot", "x; rm"]
+    )
+    assert result.exit_code == 2
+    assert "not a snapshot id" in result.stderr
+    with pytest.raises(InvalidInput):
+        from telecentre_ctl.site import load_site
+
+        backup.check_restore_request(load_site(site_dir), "postgres", None)
+
+
+def test_results_become_exit_codes(tmp_path: Path) -> None:
+    from telecentre_ctl.errors import HostUnreachable, OperationFailed
+
+    (tmp_path / "h1.json").write_text(
+        json.dumps(tb.record("2025-01-01T02:30:00Z", False, None, "the disk is full"))
+    )
+    (tmp_path / "junk.json").write_text("{")
+    records = backup.read_records(tmp_path)
+    assert set(records) == {"h1"}
+    outcomes = backup.outcomes_from(["h1", "h2"], records, None)
+    result = backup.ActionResult("backup", "demo", outcomes)
+    assert result.exit_code == 1
+    with pytest.raises(OperationFailed, match="h1: the disk is full"):
+        backup.raise_for(result, tmp_path)
+    ok = backup.HostOutcome("h1", tb.record("t", True, "abcd1234", "done"), "changed")
+    assert backup.ActionResult("backup", "demo", [ok]).exit_code == 0
+    gone = backup.HostOutcome("h2", None, "unreachable", "ssh: no route")
+    both = backup.ActionResult("backup", "demo", [ok, gone])
+    assert both.exit_code == 3
+    with pytest.raises(HostUnreachable):
+        backup.raise_for(both, tmp_path)
+    assert both.as_data()["hosts"][1]["message"] == "ssh: no route"
+
+
+# --------------------------------------------------------------------------- host program: rules
+
+
+def test_data_folder_rules(tmp_path: Path) -> None:
+    data = tmp_path / "srv"
+    full, empty, gone = data / "a" / "files", data / "b" / "files", data / "c" / "files"
+    full.mkdir(parents=True)
+    (full / "x").write_bytes(b"x" * 10)
+    empty.mkdir(parents=True)
+    cfg = tb.Config(site="s", host="h", repository="/r", password_file="/p", services=(),
+                    data_dir=str(data))  # fmt: skip
+    trees = {str(p): tb.survey(str(p), None) for p in (full, empty)}
+    refusals, notes = tb.check_data_dirs(cfg, trees, {})
+    assert refusals == [] and notes == [f"{empty} is empty"]
+    # emptied since the last backup: refused (wiped, or its disk not mounted)
+    refusals, _ = tb.check_data_dirs(cfg, trees, {str(empty): 3})
+    assert refusals and "held 3 entries at the last backup" in refusals[0]
+    trees[str(gone)] = tb.survey(str(gone), None)
+    refusals, _ = tb.check_data_dirs(cfg, trees, {})
+    assert refusals == [f"{gone} is missing (data disk not mounted, or service not deployed)"]
+    unmounted = tb.Config(site="s", host="h", repository="/r", password_file="/p", services=(),
+                          data_dir=str(tmp_path / "nothing"))  # fmt: skip
+    assert "missing" in tb.check_data_dirs(unmounted, trees, {})[0][0]
+
+
+def test_space_estimate_counts_only_what_changed(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(b"o" * 1000)
+    new.write_bytes(b"n" * 3000)
+    os.utime(old, (1_000_000, 1_000_000))
+    tree = tb.survey(str(tmp_path), since=2_000_000)
+    assert (tree.size, tree.changed_size, tree.entries) == (4000, 3000, 2)
+    cfg = tb.Config(site="s", host="h", repository="/r", password_file="/p", services=(),
+                    min_free_mb=1)  # fmt: skip
+    assert tb.space_needed(cfg, {"t": tree}, 500) == 3000 + 500 + tb.MIB
+    assert tb.survey(str(tmp_path), since=None).changed_size == 4000
+
+
+def test_retention_and_check_schedule() -> None:
+    assert tb.retention_args({"daily": 7, "weekly": 0, "monthly": 6}) == [
+        "--keep-daily", "7", "--keep-monthly", "6",
+    ]  # fmt: skip
+    assert tb.retention_args({}) == []
+    now = 1_700_000_000.0
+    week_ago = tb.record("2023-11-07T22:13:20Z", True, None, "ok")
+    fresh = tb.record("2023-11-14T21:13:20Z", True, None, "ok")
+    assert tb.check_due(None, 7, now)
+    assert tb.check_due(week_ago, 7, now)
+    assert not tb.check_due(fresh, 7, now)
+    assert tb.check_due(fresh | {"ok": False}, 7, now)  # a failed check is tried again
+    assert not tb.check_due(None, 0, now)
+
+
+def test_dump_completeness(tmp_path: Path) -> None:
+    dump = tmp_path / "d.sql"
+    dump.write_bytes(b"CREATE TABLE t();\n--\n-- PostgreSQL database dump complete\n--\n")
+    assert tb.dump_complete(str(dump), "postgres")
+    assert not tb.dump_complete(str(dump), "mariadb")
+    dump.write_bytes(b"CREATE TABLE t();\n")  # cut short
+    assert not tb.dump_complete(str(dump), "postgres")
+    assert not tb.dump_complete(str(tmp_path / "missing.sql"), "postgres")
+
+
+def test_plain_messages_for_restic_errors() -> None:
+    cfg = tb.Config(site="s", host="h", repository="/nowhere/s/h", password_file="/p",
+                    services=(), target="/nowhere")  # fmt: skip
+    full = tb.restic_failure(
+        "Fatal: unable to save snapshot: write /x: no space left on device", cfg, "the backup"
+    )
+    assert "the backup disk /nowhere is full" in full and "Earlier snapshots are intact" in full
+    assert "does not open" in tb.restic_failure("Fatal: wrong password or no key found", cfg, "x")
+
+
+def test_database_commands_keep_the_password_inside_the_container() -> None:
+    engine = tb.Engine(tb.Shell())
+    pg = engine.dump_command(tb.Database("postgres", "tc-postgres", "tc_nextcloud"))
+    assert pg == ["docker", "exec", "tc-postgres", "pg_dump", "-U", "postgres", "tc_nextcloud"]
+    maria = engine.dump_command(tb.Database("mariadb", "tc-mariadb", "tc_dolibarr"))
+    assert "--single-transaction" in maria and maria[-1] == "tc_dolibarr"
+    assert "$(cat /run/secrets/root_password)" in " ".join(maria)
+
+
+# --------------------------------------------------------------------------- host program: runs
+
+
+class FakeHost(tb.Shell):  # type: ignore[misc,name-defined]
+    """restic and docker as seen from the program: a repository of snapshots in memory,
+    running services, databases; and folders on the real disk."""
+
+    def __init__(self, answers: dict[str, Callable[[list[str]], tuple[int, str, str]]]):
+        self.calls: list[list[str]] = []
+        self.answers = answers
+        self.stdins: list[str] = []
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
+        self.calls.append(argv)
+        if kwargs.get("stdin") is not None:
+            self.stdins.append(str(kwargs["stdin"]))
+        env = kwargs.get("env") or {}
+        assert "RESTIC_PASSWORD" not in env  # only ever the password *file*
+        key = argv[1]  # restic backup, docker exec, ...
+        if argv[0] == "docker" and argv[1] == "compose":
+            key = f"compose {argv[3]}"
+        rc, out, err = self.answers.get(key, lambda a: (0, "", ""))(argv)
+        if kwargs.get("stdout_path"):
+            Path(kwargs["stdout_path"]).write_text(out)
+            out = ""
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+    def ran(self, word: str) -> list[list[str]]:
+        return [c for c in self.calls if word in c]
+
+
+def config(tmp_path: Path, database: bool = False) -> Any:
+    data = tmp_path / "srv"
+    files = data / "webdav" / "files"
+    files.mkdir(parents=True)
+    (files / "rapport été.txt").write_text("contenu")
+    db = tb.Database("postgres", "tc-postgres", "tc_webdav") if database else None
+    svc = tb.Service("webdav", (str(files),), db, "/opt/telecentre/webdav/compose.yml")
+    return tb.Config(
+        site="s", host="h", repository=str(tmp_path / "repo"), password_file="/p",
+        services=(svc,), target=str(tmp_path), state_dir=str(tmp_path / "state"),
+        data_dir=str(data), min_free_mb=1, check_every_days=0,
+        scratch_dir=str(tmp_path / "scratch"),
+    )  # fmt: skip
+
+
+SUMMARY = json.dumps({"message_type": "summary", "snapshot_id": "abcdef0123456789",
+                      "data_added": 2048})  # fmt: skip
+PG_DUMP = "CREATE TABLE t();\n-- PostgreSQL database dump complete\n"
+
+
+def snapshots_of(paths: list[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    snap = {"id": "abcdef0123456789", "short_id": "abcdef01", "time": "2025-01-01T02:30:00Z",
+            "paths": paths, "tags": ["scheduled"]}  # fmt: skip
+    return lambda argv: (0, json.dumps([snap]), "")
+
+
+def test_backup_dumps_then_snapshots_then_prunes(tmp_path: Path) -> None:
+    cfg = config(tmp_path, database=True)
+    svc = cfg.services[0]
+    host = FakeHost({
+        "exec": lambda a: (0, PG_DUMP, ""),
+        "backup": lambda a: (0, SUMMARY + "\n", ""),
+        "snapshots": snapshots_of(svc.paths(cfg.dump_dir)),
+    })  # fmt: skip
+    done = tb.Backups(cfg, host).backup()
+    assert done["snapshot"] == "abcdef01"
+    assert "2.0 KB new data" in done["message"]
+    (snap,) = host.ran("backup")
+    assert svc.dump_file(cfg.dump_dir) in snap and str(svc.volumes[0]) in snap
+    assert Path(svc.dump_file(cfg.dump_dir)).read_text() == PG_DUMP
+    (forget,) = [c for c in host.ran("forget") if "scheduled" in c]
+    assert "--prune" in forget and "--keep-daily" in forget
+    # order: dump, then snapshot, then retention
+    kinds = [c[1] if c[0] == "restic" else c[0] for c in host.calls]
+    assert kinds.index("docker") < kinds.index("backup") < kinds.index("forget")
+
+
+def test_backup_refuses_a_failed_dump_and_backs_up_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path, database=True)
+    host = FakeHost({"exec": lambda a: (1, "", "pg_dump: connection refused")})
+    with pytest.raises(tb.Failure, match=r"dump of tc_webdav failed .*connection refused"):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("backup")
+    host = FakeHost({"exec": lambda a: (0, "CREATE TABLE t(", "")})  # cut short, exit 0
+    with pytest.raises(tb.Failure, match="cut short"):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("backup")
+
+
+def test_no_retention_on_an_empty_listing_nor_after_a_failure(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    host = FakeHost({"backup": lambda a: (0, SUMMARY, ""),
+                     "snapshots": lambda a: (0, "[]", "")})  # fmt: skip
+    with pytest.raises(tb.Failure, match="retention skipped: the repository lists no snapshot"):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("forget")
+    host = FakeHost({"backup": lambda a: (1, "", "Fatal: write: no space left on device")})
+    with pytest.raises(tb.Failure, match="is full"):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("forget")
+
+
+def test_backup_refuses_a_wiped_volume(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    host = FakeHost({"backup": lambda a: (0, SUMMARY, ""),
+                     "snapshots": snapshots_of(list(cfg.services[0].volumes))})  # fmt: skip
+    tb.Backups(cfg, host).backup()
+    for f in Path(cfg.services[0].volumes[0]).iterdir():
+        f.unlink()
+    host.calls.clear()
+    with pytest.raises(tb.Failure, match="is empty but held 1 entries"):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("backup")
+
+
+def restore_host(cfg: Any, start_rc: int) -> FakeHost:
+    svc = cfg.services[0]
+    vol = svc.volumes[0]
+
+    def restore(argv: list[str]) -> tuple[int, str, str]:
+        target = argv[argv.index("--target") + 1]
+        restored = Path(f"{target}{vol}")
+        restored.mkdir(parents=True)
+        (restored / "from-backup.txt").write_text("old but good")
+        return 0, "", ""
+
+    return FakeHost({
+        "snapshots": snapshots_of(svc.paths(cfg.dump_dir)),
+        "ls": lambda a: (0, json.dumps({"type": "file", "size": 12}), ""),
+        "restore": restore,
+        "backup": lambda a: (0, SUMMARY.replace("abcdef01", "5afe7777"), ""),
+        f"compose {svc.compose_file}": lambda a: (start_rc if "up" in a else 0, "", "unhealthy"),
+    })  # fmt: skip
+
+
+def test_restore_takes_a_safety_snapshot_and_swaps_the_data(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    vol = Path(cfg.services[0].volumes[0])
+    host = restore_host(cfg, start_rc=0)
+    done = tb.Backups(cfg, host).restore("webdav", None)
+    assert sorted(p.name for p in vol.iterdir()) == ["from-backup.txt"]
+    assert not Path(f"{vol}.pre-restore").exists()
+    # safety snapshot before the service is stopped, then stop, then start
+    steps = {"backup": "safety snapshot", "stop": "stop", "up": "start"}
+    order = [steps[w] for c in host.calls for w in ("backup", "stop", "up") if c[1:2] == [w]
+             or (c[1] == "compose" and c[4] == w)]  # fmt: skip
+    assert order == ["safety snapshot", "stop", "start"]
+    assert "safety" in host.ran("backup")[0]
+    assert "Restored webdav from snapshot abcdef01" in done["message"]
+
+
+def test_restore_rolls_back_when_the_service_does_not_come_back(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    vol = Path(cfg.services[0].volumes[0])
+    host = restore_host(cfg, start_rc=1)
+    with pytest.raises(tb.Failure, match="rolled back") as failed:
+        tb.Backups(cfg, host).restore("webdav", None)
+    assert "did not become healthy" in failed.value.message
+    assert sorted(p.name for p in vol.iterdir()) == ["rapport été.txt"]
+    assert not Path(f"{vol}.pre-restore").exists()
+    assert len([c for c in host.calls if "up" in c]) == 2  # tried, then started again
+
+
+def test_restore_refuses_when_the_safety_snapshot_fails(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    host = restore_host(cfg, start_rc=0)
+    host.answers["backup"] = lambda a: (1, "", "no space left on device")
+    with pytest.raises(tb.Failure, match="restore refused: the safety snapshot failed"):
+        tb.Backups(cfg, host).restore("webdav", None)
+    assert not [c for c in host.calls if "stop" in c]
+    assert (Path(cfg.services[0].volumes[0]) / "rapport été.txt").exists()
+
+
+def test_drill_verifies_files_and_loads_dumps(tmp_path: Path) -> None:
+    cfg = config(tmp_path, database=True)
+    svc = cfg.services[0]
+    dump = svc.dump_file(cfg.dump_dir)
+    listing = "\n".join(json.dumps(n) for n in [
+        {"struct_type": "snapshot"},
+        {"struct_type": "node", "type": "dir", "path": svc.volumes[0]},
+        {"struct_type": "node", "type": "file", "path": f"{svc.volumes[0]}/a", "size": 3},
+        {"struct_type": "node", "type": "file", "path": dump, "size": len(PG_DUMP)},
+    ])  # fmt: skip
+
+    def restore(argv: list[str]) -> tuple[int, str, str]:
+        target = argv[argv.index("--target") + 1]
+        Path(f"{target}{svc.volumes[0]}").mkdir(parents=True)
+        Path(f"{target}{svc.volumes[0]}/a").write_text("abc")
+        Path(f"{target}{dump}").parent.mkdir(parents=True)
+        Path(f"{target}{dump}").write_text(PG_DUMP)
+        return 0, "", ""
+
+    host = FakeHost({"snapshots": snapshots_of(svc.paths(cfg.dump_dir)),
+                     "ls": lambda a: (0, listing, ""), "restore": restore})  # fmt: skip
+    done = tb.Backups(cfg, host).drill(None)
+    assert "restored 2 files" in done["message"]
+    assert "database dumps loaded: webdav" in done["message"]
+    assert "--verify" in host.ran("restore")[0]
+    assert any("tc_webdav_drill" in s for s in host.stdins)  # a scratch database
+    assert not Path(cfg.scratch_dir).exists()
+    # a file missing from the restored tree fails the drill
+    host.answers["restore"] = lambda a: (0, "", "")
+    with pytest.raises(tb.Failure, match=r"drill of snapshot abcdef01 FAILED: .* was not restored"):
+        tb.Backups(cfg, host).drill(None)
+
+
+def test_main_records_the_result_in_the_contract_shape(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    path = tmp_path / "config.json"
+    data = {k: getattr(cfg, k) for k in ("site", "host", "repository", "password_file",
+            "target", "state_dir", "data_dir", "min_free_mb", "check_every_days")}  # fmt: skip
+    data["services"] = [{"name": "webdav", "volumes": list(cfg.services[0].volumes)}]
+    path.write_text(json.dumps(data))
+    host = FakeHost({"backup": lambda a: (1, "", "Fatal: no space left on device")})
+    assert tb.main(["--config", str(path), "backup"], shell=host) == 1
+    recorded = json.loads((tmp_path / "state" / "last-backup.json").read_text())
+    assert list(recorded) == ["finished", "ok", "snapshot", "message"]
+    assert recorded["ok"] is False and recorded["snapshot"] is None
+    assert recorded["finished"].endswith("Z")
+    assert "is full" in recorded["message"]
+    assert tb.main(["--config", str(tmp_path / "none.json"), "backup"], shell=host) == 1
