@@ -321,6 +321,7 @@ class RunRequest:
     limit: str | None = None
     check: bool = False
     extravars: dict[str, Any] = field(default_factory=dict)
+    tags: str | None = None  # only these tags (comma-separated), e.g. "base,docker"
     env: dict[str, str] = field(default_factory=dict)  # e.g. ANSIBLE_DEFAULT_CONNECTION
     secrets: list[str] = field(default_factory=list)  # values to mask in the log
 
@@ -366,6 +367,7 @@ def run_playbook(request: RunRequest, on_progress: ProgressCallback | None = Non
                 playbook=str(request.playbook.resolve()),
                 inventory=str(request.inventory.resolve()),
                 limit=request.limit,
+                tags=request.tags,
                 extravars=request.extravars or None,
                 cmdline=" ".join(_quote(c) for c in cmdline) or None,
                 envvars=envvars,

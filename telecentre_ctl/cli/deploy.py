@@ -20,7 +20,8 @@ from telecentre_ctl.errors import (
 from telecentre_ctl.paths import PLAYBOOKS_DIR
 
 if TYPE_CHECKING:
-    from telecentre_ctl.runner import HostProgress, RunResult
+    from telecentre_ctl.runner import HostProgress, RunRequest, RunResult
+    from telecentre_ctl.site import Site
 
 STATUS_WORDS = {
     "ok": "ok, nothing to change",
@@ -45,8 +46,8 @@ STATUS_WORDS = {
     "images",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     metavar="FILE",
-    help="Image bundle from `telecentre-ctl images bundle` (loaded by the service "
-    "role: comes with the services issue).",
+    help="Image bundle from `telecentre-ctl images bundle`: each host gets only the "
+    "layers it lacks, then nothing is built or pulled.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the per-host summary as JSON on stdout."
@@ -83,14 +84,6 @@ def deploy(
     secrets = runner.secret_values(read_secrets(site.dir, password_file)) if secrets_present else []
     if password_file.is_file():
         secrets.append(password_file.read_text(encoding="utf-8").strip())
-    extravars: dict[str, Any] = {}
-    if images is not None:
-        click.echo(
-            f"note: --images {images}: the bundle is handed to the service role as "
-            "tc_images_bundle; loading it comes with the services issue",
-            err=True,
-        )
-        extravars["tc_images_bundle"] = str(images.resolve())
     request = runner.RunRequest(
         inventory=site.dir / "hosts.yml",
         playbook=PLAYBOOKS_DIR / "site.yml",
@@ -98,10 +91,12 @@ def deploy(
         vault_password_file=password_file if secrets_present else None,
         limit=limit,
         check=check,
-        extravars=extravars,
         secrets=secrets,
     )
     targets = [n for n in names if not limit or n in limit.split(",")]
+    loaded: dict[str, Any] = {}
+    if images is not None and not check:
+        loaded = _load_images(site, request, images, targets)
     view = ProgressView(sys.stderr, targets, runner.count_tasks(request.playbook))
     verb = "checking" if check else "deploying"
     click.echo(f"{verb} {site.name} on {len(targets)} host(s); log: {request.log_file}", err=True)
@@ -112,6 +107,8 @@ def deploy(
     print_summary(sys.stderr, result)
     if as_json:
         data = {"site": site.name} | result.as_data()
+        if images is not None:
+            data["images"] = loaded
         click.echo(json.dumps(data, indent=2))
     code = result.exit_code
     if code == EXIT_OK:
@@ -130,6 +127,33 @@ def deploy(
         fix=f"read the failed task in {result.log_file}, fix it, then run deploy again "
         "(a re-run picks up where this one stopped)",
     )
+
+
+def _load_images(
+    site: Site, request: RunRequest, bundle: Path, targets: list[str]
+) -> dict[str, Any]:
+    """Docker first (roles base and docker), then each host gets the bundle's layers it
+    lacks, so that the full run finds the images and builds or pulls nothing."""
+    from dataclasses import replace
+
+    from telecentre_ctl import images, runner
+
+    def say(text: str) -> None:
+        click.echo(text, err=True)
+
+    say(f"checking {bundle}")
+    verified = images.verify_bundle(bundle)  # a damaged bundle: exit 2, no host touched
+    say(f"preparing Docker on {len(targets)} host(s) before loading {bundle}")
+    first = runner.run_playbook(replace(request, tags="base,docker"))
+    if first.exit_code != EXIT_OK:
+        print_summary(sys.stderr, first)
+        bad = ", ".join(n for n, h in first.hosts.items() if h.status not in ("ok", "changed"))
+        raise OperationFailed(
+            f"could not prepare Docker to load the images: {bad}",
+            fix=f"read {first.log_file}, fix it, then run deploy again",
+        )
+    results = images.load_bundle(site, bundle, targets, say=say, verified=verified)
+    return {host: result.as_data() for host, result in results.items()}
 
 
 class ProgressView:

@@ -103,7 +103,11 @@ class Lab:
 @contextmanager
 def running_lab(site_dir: Path, count: int) -> Iterator[Lab]:
     """N lab hosts for site_dir (hosts.yml written) for the block, removed afterwards."""
-    state = control.up(site_dir, count)
+    try:
+        state = control.up(site_dir, count)
+    except BaseException:
+        control.down(site_dir)  # hosts left up by a failed or degraded start go too
+        raise
     try:
         yield Lab(site_dir, state)
     finally:

@@ -48,7 +48,7 @@ class VarsModule(BaseVarsPlugin):  # type: ignore[misc]
 
     def _site(self, loader: Any, path: str) -> tuple[Site, dict[str, Any]] | None:
         site_dir = Path(path)
-        if not (site_dir / "site.yml").is_file():
+        if not ((site_dir / "site.yml").is_file() and (site_dir / "hosts.yml").is_file()):
             return None
         key = str(site_dir.resolve())
         if key not in self._sites:
