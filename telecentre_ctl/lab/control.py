@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,17 @@ class HostInfo:
 
 def up(site_dir: Path, count: int = 1, log: Log = stderr_log) -> LabState:
     """Start `count` lab hosts for the site and write its hosts.yml."""
+    # Files the lab writes into a host's tree (and the base tree debootstrap makes) must
+    # be readable by the host's own users whatever the caller's umask: under 077, dbus
+    # cannot even enter the host's / and the host comes up degraded.
+    previous = os.umask(0o022)
+    try:
+        return _up(site_dir, count, log)
+    finally:
+        os.umask(previous)
+
+
+def _up(site_dir: Path, count: int, log: Log) -> LabState:
     if not 1 <= count <= network.MAX_HOSTS:
         raise InvalidInput(
             f"--hosts {count}: out of range", fix=f"choose 1 to {network.MAX_HOSTS} hosts"

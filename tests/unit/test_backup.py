@@ -38,6 +38,15 @@ def load_script() -> ModuleType:
 tb = load_script()
 
 
+@pytest.fixture(autouse=True)
+def keep_umask() -> Any:
+    """The host program sets umask 077 for itself; it must not leak into this process."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield
+    os.umask(previous)
+
+
 # --------------------------------------------------------------------------- host_config
 
 
