@@ -50,10 +50,20 @@ STATUS_WORDS = {
     "layers it lacks, then nothing is built or pulled.",
 )
 @click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete the data of services taken out of site.yml (kept by default).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the per-host summary as JSON on stdout."
 )
 def deploy(
-    site_dir: Path, limit: str | None, check: bool, images: Path | None, as_json: bool
+    site_dir: Path,
+    limit: str | None,
+    check: bool,
+    images: Path | None,
+    purge: bool,
+    as_json: bool,
 ) -> None:
     """Bring SITE_DIR's hosts to the desired state: hardened Debian, firewall, Docker engine,
     then the site's services. Safe to run again: a converged host reports nothing changed.
@@ -92,6 +102,7 @@ def deploy(
         limit=limit,
         check=check,
         secrets=secrets,
+        extravars={"service_purge": True} if purge else {},
     )
     targets = [n for n in names if not limit or n in limit.split(",")]
     loaded: dict[str, Any] = {}

@@ -209,10 +209,6 @@ def test_progress_view_plain_lines_and_terminal_bars() -> None:
 def _cli() -> Any:
     from telecentre_ctl.cli.main import cli
 
-    if "deploy" not in cli.commands:  # until commands.py registers it
-        from telecentre_ctl.cli.deploy import deploy
-
-        cli.add_command(deploy)
     return cli
 
 
@@ -241,3 +237,14 @@ def test_limit_to_an_unknown_host_is_refused(tmp_path: Path, make_site: Any) -> 
     result = CliRunner().invoke(_cli(), ["deploy", str(site), "--limit", "nosuchhost"])
     assert result.exit_code == EXIT_INVALID, result.output
     assert "nosuchhost" in result.output
+
+
+def test_purge_reaches_the_service_role_and_json_summarises(
+    monkeypatch: pytest.MonkeyPatch, make_site: Any
+) -> None:
+    fake = FakeRunnerModule([_stats(**{"demo-1": {"ok": 3}})], 0, "successful")
+    monkeypatch.setitem(sys.modules, "ansible_runner", fake)
+    result = CliRunner().invoke(_cli(), ["deploy", str(make_site()), "--purge", "--json"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert fake.kwargs["extravars"] == {"service_purge": True}
+    assert json.loads(result.stdout)["hosts"]["demo-1"]["status"] == "ok"
