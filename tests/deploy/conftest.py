@@ -18,14 +18,8 @@ from telecentre_ctl.lab import testing
 SITE = "deploytest"
 DECLARED_PORT = 8443  # the site's open_ports: a declared extra port
 
-# The CLI as users run it. (The fallback registers `deploy` while commands.py lacks it.)
-CLI = (
-    "from telecentre_ctl.cli.main import cli, main\n"
-    "if 'deploy' not in cli.commands:\n"
-    "    from telecentre_ctl.cli.deploy import deploy\n"
-    "    cli.add_command(deploy)\n"
-    "main()\n"
-)
+# The CLI as users run it, in its own process.
+CLI = "from telecentre_ctl.cli.main import main\nmain()\n"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

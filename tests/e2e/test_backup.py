@@ -32,16 +32,8 @@ from tests.conftest import DeployedSite
 
 pytestmark = pytest.mark.e2e
 
-# The CLI as users run it (the fallback registers the commands while commands.py lacks them).
-CLI = (
-    "from telecentre_ctl.cli.main import cli, main\n"
-    "for module, names in (('deploy', ['deploy']), ('backup', None)):\n"
-    "    mod = __import__('telecentre_ctl.cli.' + module, fromlist=['x'])\n"
-    "    for c in getattr(mod, 'COMMANDS', None) or [getattr(mod, n) for n in names]:\n"
-    "        if c.name not in cli.commands:\n"
-    "            cli.add_command(c)\n"
-    "main()\n"
-)
+# The CLI as users run it, in its own process.
+CLI = "from telecentre_ctl.cli.main import main\nmain()\n"
 STATE = "/var/lib/telecentre/backup"
 CANARY = "CANARY-" + uuid.uuid4().hex  # planted in the data, must never show in the repository
 VOLUMES = {

@@ -25,17 +25,8 @@ pytestmark = pytest.mark.e2e
 SITE = "imgtestb"
 BUILDER, TARGET = f"{SITE}-1", f"{SITE}-2"
 
-# The CLI as users run it (the fallback registers the commands while commands.py lacks them).
-CLI = (
-    "from telecentre_ctl.cli.main import cli, main\n"
-    "if 'images' not in cli.commands:\n"
-    "    from telecentre_ctl.cli.images import images\n"
-    "    cli.add_command(images)\n"
-    "if 'deploy' not in cli.commands:\n"
-    "    from telecentre_ctl.cli.deploy import deploy\n"
-    "    cli.add_command(deploy)\n"
-    "main()\n"
-)
+# The CLI as users run it, in its own process.
+CLI = "from telecentre_ctl.cli.main import main\nmain()\n"
 
 
 @dataclass
