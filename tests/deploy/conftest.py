@@ -22,15 +22,6 @@ DECLARED_PORT = 8443  # the site's open_ports: a declared extra port
 CLI = "from telecentre_ctl.cli.main import main\nmain()\n"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = testing.skip_reason()
-    if reason is None:
-        return
-    for item in items:
-        if item.get_closest_marker("lab"):
-            item.add_marker(pytest.mark.skip(reason=reason))
-
-
 @dataclass
 class Deployed:
     """The site folder, its lab, the admin's key and how to run the CLI on it."""
