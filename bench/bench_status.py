@@ -66,9 +66,18 @@ def subset(site_dir: Path, count: int, target: Path) -> Path:
     return target
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine (controller and every lab host) has been busy."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+LAST_CPU: dict[str, float] = {}  # of the last timed() run: controller and machine CPU seconds
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
     """Seconds, exit code, peak RSS in MB (this process alone), stdout."""
-    started = time.perf_counter()
+    started, busy = time.perf_counter(), machine_busy()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -76,6 +85,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, in
         elapsed = time.perf_counter() - started
         out.seek(0)
         text = out.read().decode(errors="replace")
+    LAST_CPU.update(controller=usage.ru_utime + usage.ru_stime, machine=machine_busy() - busy)
     return elapsed, proc.returncode, usage.ru_maxrss // 1024, text
 
 
@@ -157,6 +167,7 @@ def main() -> None:
             wait_for_apt_caches(dirs[args.hosts])
             status_s: dict[int, list[float]] = {n: [] for n in sizes}
             rss: dict[int, int] = {n: 0 for n in sizes}
+            cpu: dict[int, list[tuple[float, float]]] = {n: [] for n in sizes}
             ping_s: list[float] = []
             serial_s: list[float] = []
             for round_no in range(args.rounds):
@@ -166,6 +177,7 @@ def main() -> None:
                     if reached != n:
                         raise SystemExit(f"status({n}) reached only {reached} host(s)")
                     status_s[n].append(elapsed)
+                    cpu[n].append((LAST_CPU["controller"], LAST_CPU["machine"]))
                     rss[n] = max(rss[n], peak)
                 ping_s.append(ansible_ping(dirs[args.hosts], args.hosts))
                 serial_s.append(serial_ssh(dirs[args.hosts]))
@@ -177,9 +189,13 @@ def main() -> None:
     ping, serial = statistics.median(ping_s), statistics.median(serial_s)
     big = args.hosts
     print(f"\nstatus on bare lab hosts, median of {args.rounds} round(s), 2-core machine")
-    print(f"{'run':<32}{'seconds':>9}{'peak RSS MB':>13}")
+    print(f"{'run':<32}{'seconds':>9}{'peak RSS MB':>13}{'controller CPU s':>18}"
+          f"{'machine CPU s':>15}")  # fmt: skip
     for n in sizes:
-        print(f"{f'status ({n} host(s))':<32}{med[n]:>9.2f}{rss[n]:>13}")
+        own = statistics.median(c for c, _ in cpu[n])
+        machine = statistics.median(m for _, m in cpu[n])
+        print(f"{f'status ({n} host(s))':<32}{med[n]:>9.2f}{rss[n]:>13}{own:>18.2f}"
+              f"{machine:>15.2f}")  # fmt: skip
     print(f"{f'ansible -m ping -f {big} ({big})':<32}{ping:>9.2f}")
     print(f"{f'serial ssh probe loop ({big})':<32}{serial:>9.2f}")
     print("\nratios")
@@ -189,6 +205,11 @@ def main() -> None:
     print(f"  status({big}) / ansible ping({big})   = {med[big] / ping:.3f}x  (target <= 0.2x)")
     print(f"  status({big}) / serial ssh loop   = {med[big] / serial:.3f}x")
     print(f"  peak RSS status({big})            = {rss[big]} MB  (target <= 150 MB)")
+    own = statistics.median(c for c, _ in cpu[big]) - statistics.median(c for c, _ in cpu[1])
+    hosts = statistics.median(m for _, m in cpu[big]) - statistics.median(c for c, _ in cpu[big])
+    print(f"\nper host, status({big}): controller {own / big * 1000:.0f} ms CPU beyond start-up; "
+          f"the lab hosts (sshd, probe) {hosts / big * 1000:.0f} ms CPU, on the same "
+          f"{os.cpu_count()} cores here, on their own machines in a real fleet")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def make_plan(site: Site) -> Plan:
     budget = ram_budget(site)
     hosts = []
     for host in site.hosts:
-        services = site.placement()[host.name]
+        services = site.services_on(host.name)
         entries = [site.catalog[s] for s in services]
         hosts.append(
             HostPlan(

@@ -15,6 +15,7 @@ import getpass
 import os
 import shlex
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,11 @@ class SshTarget:
     key_file: str | None
     known_hosts: str
     become: bool
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How OpenSSH names this host in known_hosts."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
     @classmethod
     def from_vars(cls, name: str, host_vars: dict[str, Any]) -> SshTarget:
@@ -70,6 +76,40 @@ def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.05)
 
 
+_parsed_lock = threading.Lock()
+_parsed: dict[tuple[str, int, int], Any] = {}
+
+
+def _parsed_once(kind: str, path: Path, parse: Any) -> Any:
+    """`parse(path)`, done once per process and file version. One known_hosts file holds
+    the keys of a whole fleet: parsing it again for every host made status quadratic."""
+    st = path.stat()
+    key = (f"{kind}:{path}", st.st_mtime_ns, st.st_size)
+    with _parsed_lock:
+        if key not in _parsed:
+            _parsed[key] = parse(str(path))
+        return _parsed[key]
+
+
+def _host_keys_for(target: SshTarget, known: Path) -> dict[str, Any]:
+    """The keys known_hosts lists for this host, by key type."""
+    import paramiko
+
+    keys = _parsed_once("known_hosts", known, paramiko.HostKeys)
+    return dict(keys.lookup(target.known_hosts_name) or {})
+
+
+def _private_key(path: str) -> paramiko.PKey | None:
+    """The key file, parsed once per process; None if it needs a passphrase or is not a
+    key (paramiko then reports the problem itself when it tries the file)."""
+    import paramiko
+
+    try:
+        return _parsed_once("key", Path(path), paramiko.PKey.from_path)  # type: ignore[no-any-return]
+    except (OSError, ValueError, paramiko.SSHException):
+        return None
+
+
 def connect(target: SshTarget, deadline: float) -> paramiko.SSHClient:
     """An authenticated SSH client, or RemoteError. Host keys from target.known_hosts only."""
     import paramiko
@@ -86,9 +126,11 @@ def connect(target: SshTarget, deadline: float) -> paramiko.SSHClient:
             f"~/.ssh/known_hosts (ssh-keyscan -p {target.port} {target.address}, then check it)",
         )
     try:
-        client.load_host_keys(str(known))
+        for keytype, key in _host_keys_for(target, known).items():
+            client.get_host_keys().add(target.known_hosts_name, keytype, key)
     except (OSError, paramiko.SSHException) as err:
         raise RemoteError(target, "hostkey", f"cannot read {known}: {err}") from err
+    pkey = _private_key(target.key_file) if target.key_file else None
     try:
         sock = socket.create_connection((target.address, target.port), timeout=_left(deadline))
     except TimeoutError as err:
@@ -112,7 +154,8 @@ def connect(target: SshTarget, deadline: float) -> paramiko.SSHClient:
             target.address,
             port=target.port,
             username=target.user,
-            key_filename=target.key_file,
+            pkey=pkey,
+            key_filename=target.key_file if pkey is None else None,
             look_for_keys=target.key_file is None,
             allow_agent=target.key_file is None,
             sock=sock,
@@ -161,12 +204,13 @@ def run_script(
     args: list[str],
     deadline: float,
 ) -> bytes:
-    """Run `python3 - ARGS` with `script` on stdin; return its stdout (RemoteError if it
-    fails or outlives the deadline)."""
+    """Run `python3 -I -S - ARGS` with `script` on stdin; return its stdout (RemoteError if
+    it fails or outlives the deadline). -I -S: no site-packages, no environment variables:
+    the script needs the standard library only, and starts faster without them."""
     transport = client.get_transport()
     if transport is None:
         raise RemoteError(target, "network", "SSH connection closed")
-    command = "python3 - " + " ".join(shlex.quote(a) for a in args)
+    command = "python3 -I -S - " + " ".join(shlex.quote(a) for a in args)
     if target.become:
         command = "sudo -n " + command
     try:

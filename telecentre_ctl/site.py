@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,21 @@ class Site:
 
     def placement(self) -> dict[str, list[str]]:
         """Host name -> every service it runs: shared dependencies, apps, then the proxy."""
-        placed: dict[str, list[str]] = {}
+        return {name: list(services) for name, services in self._placement.items()}
+
+    def services_on(self, host_name: str) -> list[str]:
+        """What placement() gives for one host, without building the whole mapping."""
+        return list(self._placement[host_name])
+
+    @cached_property
+    def _placement(self) -> dict[str, tuple[str, ...]]:
+        # computed once: status and the checks ask for it once per host
+        infra = [s.name for s in self.catalog.infra()]
+        placed: dict[str, tuple[str, ...]] = {}
         for host in self.hosts:
             apps = [s for s in self.services if host.services is None or s in host.services]
             deps = sorted({d for a in apps for d in self.catalog[a].depends})
-            infra = [s.name for s in self.catalog.infra()]
-            placed[host.name] = deps + apps + infra
+            placed[host.name] = (*deps, *apps, *infra)
         return placed
 
     def required_secrets(self) -> dict[str, list[str]]:
@@ -136,7 +146,7 @@ class Site:
 
     def firewall_ports(self, host: str) -> list[dict[str, Any]]:
         ports = {(p, "tcp") for p in (*ALWAYS_OPEN_PORTS, *self.open_ports)}
-        for service in self.placement()[host]:
+        for service in self.services_on(host):
             for pub in self.catalog[service].data.get("publish", []):
                 ports.add((int(pub["port"]), str(pub.get("protocol", "tcp"))))
         return [{"port": p, "protocol": proto} for p, proto in sorted(ports)]
@@ -636,7 +646,7 @@ def ram_budget(site: Site) -> dict[str, dict[str, float]]:
     """Per host: MiB needed (services + system reserve), MiB available, headroom share."""
     budget = {}
     for host in site.hosts:
-        need = SYSTEM_RESERVE_MB + sum(site.memory_mb(s) for s in site.placement()[host.name])
+        need = SYSTEM_RESERVE_MB + sum(site.memory_mb(s) for s in site.services_on(host.name))
         have = site.ram_gb(host) * 1024
         budget[host.name] = {"need_mb": need, "have_mb": have, "headroom": 1 - need / have}
     return budget

@@ -503,7 +503,7 @@ def short_title(site: Site, service: str) -> str:
 
 def routes(site: Site, host: Host) -> dict[str, str]:
     """Check key -> server name for the HTTPS checks through this host's proxy."""
-    placed = site.placement()[host.name]
+    placed = site.services_on(host.name)
     found = {s: site.fqdn(s) for s in placed if s in site.services and site.subdomain(s)}
     if "proxy" in placed:
         found[PORTAL] = site.base_domain
@@ -513,7 +513,7 @@ def routes(site: Site, host: Host) -> dict[str, str]:
 def probe_paths(site: Site, host: Host) -> list[str]:
     """Where the disks that matter are: system, Docker engine, service data, backups."""
     paths = ["/", "/var/lib/docker", DATA_DIR]
-    for service in site.placement()[host.name]:
+    for service in site.services_on(host.name):
         for volume in site.catalog[service].data.get("volumes", {}):
             paths.append(f"{DATA_DIR}/{service}/{volume}")
     target = str(site.backup.get("target", ""))
@@ -568,7 +568,7 @@ class _Judge:
         name = result.host.name
         if result.probe is None:
             self.find(Level.UNREACHABLE, "host_unreachable", name, "host")
-            for service in self.site.placement()[name]:
+            for service in self.site.services_on(name):
                 self.services.append(
                     ServiceRow(
                         service,
@@ -601,7 +601,7 @@ class _Judge:
             for c in docker.get("containers") or []
             if c.get("site") in (None, self.site.name)
         }
-        for service in self.site.placement()[name]:
+        for service in self.site.services_on(name):
             title = short_title(self.site, service)
             row = ServiceRow(service, title, name, "ok", Level.OK, None, self.url_of(service))
             self.services.append(row)
@@ -681,7 +681,7 @@ class _Judge:
                 )
 
     def certificate(self, result: HostResult, probe: dict[str, Any]) -> None:
-        if self.site.tls != "internal" or "proxy" not in self.site.placement()[result.host.name]:
+        if self.site.tls != "internal" or "proxy" not in self.site.services_on(result.host.name):
             return
         name = result.host.name
         label = self.words("check_certificate")
@@ -991,33 +991,49 @@ def collect(
 ) -> FleetReport:
     """Status of every host of every site, in parallel; a host that does not finish in
     `timeout` (plus a little grace for the thread itself) is reported unreachable."""
-    from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+    import queue
+    import threading
 
     source = probe_source()
     jobs = [(site, host) for site in sites for host in site.hosts]
+    todo: queue.SimpleQueue[tuple[Site, Host]] = queue.SimpleQueue()
+    for job in jobs:
+        todo.put(job)
+    done: queue.SimpleQueue[tuple[Site, HostResult]] = queue.SimpleQueue()
+    go = threading.Event()
+
+    def worker() -> None:
+        go.wait()
+        while True:
+            try:
+                site, host = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = collect_host(site, host, timeout, source)
+            except Exception as error:  # a bug, not the host: say so rather than hide the host
+                result = HostResult(host, error=f"{host.name}: status failed: {error!r}")
+            done.put((site, result))
+
+    # Every worker is started before any works: starting a thread waits for the GIL, and
+    # threads started while others already hash and parse would begin seconds late.
+    # Daemon threads: one stuck past its deadline must not keep the command from exiting.
+    for number in range(max(1, min(64, len(jobs)))):
+        threading.Thread(target=worker, name=f"status-{number}", daemon=True).start()
+    go.set()
     results: dict[tuple[str, str], HostResult] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, min(64, len(jobs))), thread_name_prefix="status")
-    futures: dict[Future[HostResult], tuple[Site, Host]] = {
-        pool.submit(collect_host, site, host, timeout, source): (site, host) for site, host in jobs
-    }
 
     def record(site: Site, result: HostResult) -> None:
         results[(site.dir.as_posix(), result.host.name)] = result
         if progress is not None:
             progress(site, result)
 
-    try:
-        for future in as_completed(futures, timeout=timeout + 2.0):
-            site, host = futures[future]
-            error = future.exception()
-            if error is None:
-                record(site, future.result())
-            else:  # a bug, not the host: say so rather than hide the host
-                record(site, HostResult(host, error=f"{host.name}: status failed: {error!r}"))
-    except TimeoutError:
-        pass  # the hosts left are reported below; their threads end on their own deadlines
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + timeout + 2.0
+    while len(results) < len(jobs):
+        try:
+            record(*done.get(timeout=max(deadline - time.monotonic(), 0.0)))
+        except queue.Empty:
+            break  # the hosts left are reported below; their threads end on their deadlines
     for site, host in jobs:
         if (site.dir.as_posix(), host.name) not in results:
             late = HostResult(

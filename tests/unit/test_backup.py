@@ -373,15 +373,29 @@ def test_backup_refuses_a_failed_dump_and_backs_up_nothing(tmp_path: Path) -> No
     assert not host.ran("backup")
 
 
-def test_no_retention_on_an_empty_listing_nor_after_a_failure(tmp_path: Path) -> None:
+def test_retention_only_after_this_runs_snapshot(tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    host = FakeHost({"backup": lambda a: (0, SUMMARY, ""),
-                     "snapshots": lambda a: (0, "[]", "")})  # fmt: skip
-    with pytest.raises(tb.Failure, match="retention skipped: the repository lists no snapshot"):
-        tb.Backups(cfg, host).backup()
-    assert not host.ran("forget")
+    host = FakeHost({"backup": lambda a: (0, SUMMARY, "")})
+    tb.Backups(cfg, host).backup()
+    # two openings of the repository in all: the backup and the retention
+    assert [c[1] for c in host.calls if c[0] == "restic"] == ["backup", "forget"]
+    (forget,) = host.ran("forget")
+    assert "scheduled" in forget and "safety" not in forget
     host = FakeHost({"backup": lambda a: (1, "", "Fatal: write: no space left on device")})
     with pytest.raises(tb.Failure, match="is full"):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("forget")
+    host = FakeHost({"backup": lambda a: (0, "", "")})  # exit 0 but no snapshot made
+    with pytest.raises(tb.Failure):
+        tb.Backups(cfg, host).backup()
+    assert not host.ran("forget")
+
+
+def test_backup_without_repository_says_how_to_make_it(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    missing = "Fatal: repository does not exist: unable to open config file"
+    host = FakeHost({"backup": lambda a: (10, "", missing)})
+    with pytest.raises(tb.Failure, match=r"no backup repository at .*is the backup disk mounted"):
         tb.Backups(cfg, host).backup()
     assert not host.ran("forget")
 
@@ -433,6 +447,8 @@ def test_restore_takes_a_safety_snapshot_and_swaps_the_data(tmp_path: Path) -> N
     assert order == ["safety snapshot", "stop", "start"]
     assert "safety" in host.ran("backup")[0]
     assert "Restored webdav from snapshot abcdef01" in done["message"]
+    (forget,) = host.ran("forget")  # older safety snapshots beyond keep_safety go
+    assert "safety" in forget and forget[forget.index("--keep-last") + 1] == "3"
 
 
 def test_restore_rolls_back_when_the_service_does_not_come_back(tmp_path: Path) -> None:
