@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 STATE_DIR = "/var/lib/telecentre/backup"
 CONFIG_DIR = "/etc/telecentre/backup"
 PASSWORD_FILE = f"{CONFIG_DIR}/restic.pass"
+SFTP_KEY = f"{CONFIG_DIR}/id_ed25519"  # the host's own key for an sftp target
 SCRIPT = "/usr/local/sbin/telecentre-backup"
 RESULT_FILES = {
     "backup": "last-backup.json",
@@ -110,6 +111,7 @@ def host_config(
         "repository": repository(target, site["name"], host),
         "target": local_target(target),
         "password_file": PASSWORD_FILE,
+        "sftp_key": SFTP_KEY if sftp_parts(target) else None,
         "state_dir": STATE_DIR,
         "data_dir": DATA_DIR,
         "keep": {k: int(v) for k, v in (backup.get("keep") or {}).items()},
@@ -164,7 +166,7 @@ def restic_options(target: str) -> list[str]:
     if sftp_parts(target) is None:
         return []
     return [
-        f"sftp.args=-i {CONFIG_DIR}/id_ed25519 -o BatchMode=yes -o StrictHostKeyChecking=yes "
+        f"sftp.args=-i {SFTP_KEY} -o BatchMode=yes -o StrictHostKeyChecking=yes "
         f"-o UserKnownHostsFile={CONFIG_DIR}/known_hosts"
     ]
 

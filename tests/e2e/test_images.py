@@ -1,6 +1,6 @@
 """Images without a registry, for real: the demo site's images made on one lab host, bundled,
 loaded into a second fresh lab host that then has every image (same ids) and whose deploy
-builds nothing; a second load sends nothing; a damaged bundle loads nothing."""
+builds nothing (deploy --images); a second load sends nothing; a damaged bundle loads nothing."""
 
 from __future__ import annotations
 
@@ -145,9 +145,15 @@ def test_second_load_sends_nothing(img_lab: ImagesLab, bundled: dict[str, Any]) 
     assert len(got["images_present"]) == len(images.read_index(img_lab.bundle).images)
 
 
-def test_deploy_after_load_builds_nothing(img_lab: ImagesLab, bundled: dict[str, Any]) -> None:
+def test_deploy_with_the_bundle_builds_nothing(img_lab: ImagesLab, bundled: dict[str, Any]) -> None:
+    """`deploy --images`: the bundle checked, Docker prepared, only missing layers sent
+    (none: the host has them from the load above), then the full deploy builds nothing."""
     before = img_lab.image_ids(1)
-    proc = img_lab.ok("deploy", str(img_lab.site_dir), "--limit", TARGET)
+    proc = img_lab.ok("deploy", str(img_lab.site_dir), "--limit", TARGET,
+                      "--images", str(img_lab.bundle), "--json")  # fmt: skip
+    loaded = json.loads(proc.stdout)["images"][TARGET]
+    assert loaded["bytes_sent"] == 0 and loaded["images_loaded"] == []
+    assert f"checking {img_lab.bundle}" in proc.stderr
     after = img_lab.image_ids(1)
     for image in images.read_index(img_lab.bundle).images:
         for tag in image.tags:

@@ -76,6 +76,7 @@ def test_host_config_of_the_demo_site(make_site: MakeSite) -> None:
     assert cfg["keep"] == {"daily": 7, "weekly": 4, "monthly": 6}
     assert cfg["keep_safety"] == 2 and cfg["min_free_mb"] == 64
     assert cfg["password_file"] == "/etc/telecentre/backup/restic.pass"
+    assert cfg["sftp_key"] is None  # a local target: no SSH key
     # the configuration is data for the host program, which reads it as it is
     parsed = tb.Config.from_data(json.loads(json.dumps(cfg)))
     assert parsed.service("webdav").volumes == ("/srv/telecentre/webdav/files",)
@@ -271,6 +272,23 @@ def test_plain_messages_for_restic_errors() -> None:
     )
     assert "the backup disk /nowhere is full" in full and "Earlier snapshots are intact" in full
     assert "does not open" in tb.restic_failure("Fatal: wrong password or no key found", cfg, "x")
+
+
+def test_sftp_refusals_say_what_to_do(tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3Nza telecentre-backup@box\n")
+    cfg = tb.Config(site="s", host="box", repository="sftp:bk@nas:/bk/s/box", password_file="/p",
+                    services=(), sftp_key=str(key))  # fmt: skip
+    denied = tb.restic_failure(
+        "bk@nas: Permission denied (publickey).\nFatal: unable to open repository", cfg, "x"
+    )
+    assert "refused this host's key" in denied
+    assert "ssh-ed25519 AAAAC3Nza telecentre-backup@box" in denied
+    impostor = tb.restic_failure("Host key verification failed.\nFatal: ...", cfg, "x")
+    assert "backup_sftp_known_hosts" in impostor
+    # a local target never gets the sftp advice
+    local = tb.Config(site="s", host="h", repository="/r", password_file="/p", services=())
+    assert "authorized" not in tb.restic_failure("open /r/x: permission denied", local, "x")
 
 
 def test_database_commands_keep_the_password_inside_the_container() -> None:
@@ -521,3 +539,20 @@ def test_main_records_the_result_in_the_contract_shape(tmp_path: Path) -> None:
     assert recorded["finished"].endswith("Z")
     assert "is full" in recorded["message"]
     assert tb.main(["--config", str(tmp_path / "none.json"), "backup"], shell=host) == 1
+
+
+def test_sftp_refusal_found_even_when_restic_drops_what_ssh_said(tmp_path: Path) -> None:
+    """restic may exit before relaying ssh's stderr: the program asks ssh itself."""
+    (tmp_path / "k.pub").write_text("ssh-ed25519 AAAAC3Nza telecentre-backup@box\n")
+    options = ("sftp.args=-i /k -o BatchMode=yes",)
+    cfg = tb.Config(site="s", host="box", repository="sftp:bk@nas:/bk/s/box", password_file="/p",
+                    services=(), sftp_key=str(tmp_path / "k"), restic_options=options)  # fmt: skip
+    lost = "Fatal: unable to open repository at sftp:bk@nas:/x: unable to start the sftp session"
+    denied = "bk@nas: Permission denied (publickey)."
+    # the fake keys answers by argv[1]: "-o" for restic (with its options), "-i" for ssh
+    host = FakeHost({"-o": lambda a: (1, "", lost), "-i": lambda a: (255, "", denied)})
+    with pytest.raises(tb.Failure, match="refused this host's key") as failed:
+        tb.Backups(cfg, host).init()
+    assert "telecentre-backup@box" in failed.value.message
+    (ssh,) = [c for c in host.calls if c[0] == "ssh"]
+    assert ssh == ["ssh", "-i", "/k", "-o", "BatchMode=yes", "bk@nas", "-s", "sftp"]

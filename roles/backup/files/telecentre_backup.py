@@ -106,6 +106,7 @@ class Config:
     stop_services: tuple[str, ...] = ()
     health_timeout: int = 300
     restic_options: tuple[str, ...] = ()
+    sftp_key: str | None = None  # this host's key for an sftp target (its .pub beside it)
 
     @property
     def dump_dir(self) -> str:
@@ -289,6 +290,13 @@ def dump_complete(path: str, engine: str) -> bool:
     return size > 0 and DUMP_TRAILERS[engine] in tail
 
 
+def public_key(private_key: str) -> str:
+    try:
+        return Path(private_key + ".pub").read_text(encoding="ascii").strip()
+    except OSError as err:
+        return f"(cannot read {private_key}.pub: {err.strerror})"
+
+
 def restic_failure(stderr: str, cfg: Config, action: str) -> str:
     """restic's error as a plain sentence, with what to do about it."""
     low = stderr.lower()
@@ -301,6 +309,18 @@ def restic_failure(stderr: str, cfg: Config, action: str) -> str:
         )
     if "wrong password" in low or "no key found" in low:
         return f"{action} failed: the repository at {where} does not open with this site's key."
+    if cfg.sftp_key and "permission denied" in low:
+        return (
+            f"{action} failed: the sftp server of {cfg.repository} refused this host's key. "
+            "Authorize it there (a line of the backup user's ~/.ssh/authorized_keys): "
+            f"{public_key(cfg.sftp_key)} -- then run deploy (or the backup) again."
+        )
+    if cfg.sftp_key and "host key verification failed" in low:
+        return (
+            f"{action} failed: the sftp server of {cfg.repository} did not show the host key "
+            "given in backup_sftp_known_hosts. Check the server's key (ssh-keyscan, compared "
+            "by hand with the server's own), fix backup_sftp_known_hosts, deploy again."
+        )
     if "unable to open config file" in low or "does not exist" in low:
         return (
             f"{action} failed: no backup repository at {cfg.repository} (is the backup disk "
@@ -380,8 +400,23 @@ class Restic:
     def must(self, action: str, *args: str) -> subprocess.CompletedProcess[str]:
         proc = self.run(*args)
         if proc.returncode != 0:
-            raise Failure(restic_failure(proc.stderr, self.cfg, action))
+            raise Failure(restic_failure(self.errors(proc), self.cfg, action))
         return proc
+
+    def errors(self, proc: subprocess.CompletedProcess[str]) -> str:
+        """restic's stderr; when an sftp session did not start, with ssh's own answer
+        asked again (restic may exit before it relays what ssh said)."""
+        if not self.cfg.sftp_key or "sftp session" not in proc.stderr.lower():
+            return proc.stderr
+        where = self.cfg.repository[len("sftp:") :].split(":", 1)[0]
+        args = [
+            arg
+            for option in self.cfg.restic_options
+            if option.startswith("sftp.args=")
+            for arg in option[len("sftp.args=") :].split()
+        ]
+        ssh = self.shell.run(["ssh", *args, where, "-s", "sftp"], timeout=60)
+        return f"{proc.stderr}\n{ssh.stderr}"
 
     def exists(self) -> bool:
         proc = self.run("cat", "config")
@@ -389,7 +424,7 @@ class Restic:
             return True
         if proc.returncode == RESTIC_NO_REPOSITORY or "does not exist" in proc.stderr.lower():
             return False
-        raise Failure(restic_failure(proc.stderr, self.cfg, "opening the repository"))
+        raise Failure(restic_failure(self.errors(proc), self.cfg, "opening the repository"))
 
     def snapshots(self, *tags: str) -> list[dict[str, Any]]:
         args = ["snapshots", "--json", "--host", self.cfg.host]
@@ -417,7 +452,7 @@ class Restic:
                 snapshot=str(snapshot)[:8] if snapshot else None,
             )
         if proc.returncode != 0 or not snapshot:
-            raise Failure(restic_failure(proc.stderr, self.cfg, "the backup"))
+            raise Failure(restic_failure(self.errors(proc), self.cfg, "the backup"))
         return summary
 
 
@@ -655,7 +690,7 @@ class Backups:
             *keep, "--prune",
         )  # fmt: skip
         if proc.returncode != 0:
-            return [restic_failure(proc.stderr, cfg, "applying the retention policy")]
+            return [restic_failure(self.restic.errors(proc), cfg, "applying the retention policy")]
         return []
 
     def forget_old_safety_snapshots(self) -> None:
@@ -670,7 +705,7 @@ class Backups:
             "--keep-last", str(cfg.keep_safety),
         )  # fmt: skip
         if proc.returncode != 0:  # the restore itself went fine: say it, do not fail it
-            print(restic_failure(proc.stderr, cfg, "forgetting old safety snapshots"),
+            print(restic_failure(self.restic.errors(proc), cfg, "forgetting old safety snapshots"),
                   file=sys.stderr)  # fmt: skip
 
     def weekly_check(self) -> list[str]:
