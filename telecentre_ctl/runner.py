@@ -15,6 +15,7 @@ import importlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -329,6 +330,13 @@ class RunRequest:
 ProgressCallback = Callable[[HostProgress], None]
 
 
+def _ansible_playbook() -> str:
+    """The ansible-playbook installed with this Python (the project's venv), so that
+    `.venv/bin/telecentre-ctl` works without the venv on PATH; else PATH decides."""
+    beside = Path(sys.executable).with_name("ansible-playbook")
+    return str(beside) if beside.is_file() else "ansible-playbook"
+
+
 def run_playbook(request: RunRequest, on_progress: ProgressCallback | None = None) -> RunResult:
     """Run the playbook; every host carries on whatever happens to the others."""
     # Heavy, and without type hints: imported only when a run starts.
@@ -371,6 +379,7 @@ def run_playbook(request: RunRequest, on_progress: ProgressCallback | None = Non
                 extravars=request.extravars or None,
                 cmdline=" ".join(_quote(c) for c in cmdline) or None,
                 envvars=envvars,
+                binary=_ansible_playbook(),
                 event_handler=handle,
                 quiet=True,
                 suppress_env_files=True,
