@@ -330,11 +330,13 @@ class RunRequest:
 ProgressCallback = Callable[[HostProgress], None]
 
 
-def _ansible_playbook() -> str:
-    """The ansible-playbook installed with this Python (the project's venv), so that
-    `.venv/bin/telecentre-ctl` works without the venv on PATH; else PATH decides."""
-    beside = Path(sys.executable).with_name("ansible-playbook")
-    return str(beside) if beside.is_file() else "ansible-playbook"
+def _path_with_our_ansible() -> str:
+    """PATH with this Python's bin folder first (the project's venv, where its
+    ansible-playbook is), so that `.venv/bin/telecentre-ctl` works without the venv on
+    PATH: ansible-runner finds ansible-playbook through PATH only."""
+    here = str(Path(sys.executable).parent)
+    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p and p != here]
+    return os.pathsep.join([here, *rest])
 
 
 def run_playbook(request: RunRequest, on_progress: ProgressCallback | None = None) -> RunResult:
@@ -352,7 +354,11 @@ def run_playbook(request: RunRequest, on_progress: ProgressCallback | None = Non
         cmdline += ["--vault-password-file", str(request.vault_password_file)]
     if request.check:
         cmdline.append("--check")
-    envvars = {"ANSIBLE_CONFIG": str(ANSIBLE_CONFIG), "ANSIBLE_NOCOLOR": "True"}
+    envvars = {
+        "ANSIBLE_CONFIG": str(ANSIBLE_CONFIG),
+        "ANSIBLE_NOCOLOR": "True",
+        "PATH": _path_with_our_ansible(),
+    }
     envvars |= request.env
     fd = os.open(request.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as log:
@@ -379,7 +385,6 @@ def run_playbook(request: RunRequest, on_progress: ProgressCallback | None = Non
                 extravars=request.extravars or None,
                 cmdline=" ".join(_quote(c) for c in cmdline) or None,
                 envvars=envvars,
-                binary=_ansible_playbook(),
                 event_handler=handle,
                 quiet=True,
                 suppress_env_files=True,

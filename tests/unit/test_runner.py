@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import sys
 import types
@@ -170,9 +171,10 @@ def test_run_logs_the_display_text_with_secrets_masked(
     assert "--check" in kwargs["cmdline"] and "--vault-password-file" in kwargs["cmdline"]
     assert kwargs["limit"] == "a"
     assert kwargs["envvars"]["ANSIBLE_CONFIG"].endswith("ansible.cfg")
-    # the venv's own ansible-playbook, found without the venv on PATH
-    assert kwargs["binary"] == str(Path(sys.executable).with_name("ansible-playbook"))
-    assert Path(kwargs["binary"]).is_file()
+    # the venv's own ansible-playbook comes first on PATH, whatever the caller's PATH
+    first = kwargs["envvars"]["PATH"].split(os.pathsep)[0]
+    assert first == str(Path(sys.executable).parent)
+    assert (Path(first) / "ansible-playbook").is_file()
     assert not Path(kwargs["private_data_dir"]).exists()  # raw artifacts removed
 
 
