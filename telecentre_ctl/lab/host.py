@@ -146,10 +146,19 @@ def wait_ready(lab: LabState, host: HostState, timeout: float = 90) -> str:
     """Wait for SSH and for systemd to finish booting; return running or degraded."""
     deadline = time.monotonic() + timeout
     while True:
-        if not is_our_nspawn(host):
+        # Alive is enough here: we started this PID, and /proc/PID/cmdline can read empty
+        # for an instant while sh execs nspawn (is_our_nspawn then says no on a busy box).
+        if host.pid is None or not process_alive(host.pid):
+            console = dirs(lab, host).console
+            try:
+                tail = console.read_text(errors="replace").strip().splitlines()[-15:]
+            except OSError:
+                tail = []
+            said = "; its console said:\n  " + "\n  ".join(tail) if tail else ""
             raise OperationFailed(
-                f"{host.name}: systemd-nspawn exited during boot",
-                fix=f"read {dirs(lab, host).console}",
+                f"{host.name}: systemd-nspawn exited during boot{said}",
+                fix="the console's last lines are above (the failed lab is removed, the file too); "
+                "run lab up again",
             )
         try:
             proc = ssh_run(lab.paths, host.address, "systemctl is-system-running --wait",
