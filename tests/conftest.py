@@ -160,7 +160,8 @@ def deployed_demo(
 ) -> DeployedSite:
     """The demo site (renamed e2edemo) on one lab host, deployed once per session."""
     base = tmp_path_factory.mktemp("deployed")
-    site_dir = testing.write_site(base / "e2edemo", "e2edemo", DEMO_SITE / "site.yml")
+    name = testing.site_name("e2edemo")
+    site_dir = testing.write_site(base / name, name, DEMO_SITE / "site.yml")
     lab = lab_factory(site_dir, 1)
     deployed = DeployedSite(lab=lab, site_dir=site_dir, config=base / "config")
     deployed.cli("secrets", str(site_dir))

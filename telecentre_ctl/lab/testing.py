@@ -36,6 +36,12 @@ def skip_reason() -> str | None:
     return None
 
 
+def site_name(base: str) -> str:
+    """The name tests give a lab site: `base` plus $TELECENTRE_TEST_SITE_SUFFIX, so that
+    several test runs on one machine (several checkouts) never share a lab site."""
+    return base + os.environ.get("TELECENTRE_TEST_SITE_SUFFIX", "")
+
+
 def write_site(site_dir: Path, name: str, template: Path | None = None) -> Path:
     """A site folder named `name`: a copy of the template site.yml (e.g. the demo's) with
     its name replaced, or a bare one that is enough for the lab alone."""

@@ -15,7 +15,7 @@ import pytest
 
 from telecentre_ctl.lab import testing
 
-SITE = "deploytest"
+SITE = testing.site_name("deploytest")
 DECLARED_PORT = 8443  # the site's open_ports: a declared extra port
 
 # The CLI as users run it, in its own process.

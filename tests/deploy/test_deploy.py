@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from telecentre_ctl.lab import host as labhost
-from tests.deploy.conftest import DECLARED_PORT, Deployed
+from tests.deploy.conftest import DECLARED_PORT, SITE, Deployed
 
 pytestmark = pytest.mark.lab
 
@@ -38,12 +38,12 @@ def test_fresh_site_converges_on_two_hosts(deployed: Deployed) -> None:
     proc, data = deployed.deploy()
     assert proc.returncode == 0, proc.stderr[-3000:]
     hosts = data["hosts"]
-    assert set(hosts) == {"deploytest-1", "deploytest-2"}
+    assert set(hosts) == {f"{SITE}-1", f"{SITE}-2"}
     for name, h in hosts.items():
         assert h["failed"] == 0 and h["unreachable"] == 0, (name, h)
         assert h["changed"] > 0, (name, h)
     # Progress per host went to stderr, the summary too; the log holds no secret.
-    assert "deploytest-1" in proc.stderr and "summary" in proc.stderr
+    assert f"{SITE}-1" in proc.stderr and "summary" in proc.stderr
     log = Path(data["log"])
     assert log.parent == deployed.site_dir / "logs" and log.is_file()
     assert oct(log.stat().st_mode & 0o777) == "0o600"
@@ -57,8 +57,8 @@ def test_second_run_changes_nothing(deployed: Deployed) -> None:
     proc, data = deployed.deploy()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {n: h["changed"] for n, h in data["hosts"].items()} == {
-        "deploytest-1": 0,
-        "deploytest-2": 0,
+        f"{SITE}-1": 0,
+        f"{SITE}-2": 0,
     }
 
 

@@ -22,7 +22,7 @@ from telecentre_ctl.paths import DEMO_SITE
 
 pytestmark = pytest.mark.e2e
 
-SITE = "imgtestb"
+SITE = testing.site_name("imgtestb")
 BUILDER, TARGET = f"{SITE}-1", f"{SITE}-2"
 
 # The CLI as users run it, in its own process.

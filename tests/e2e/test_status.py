@@ -205,7 +205,7 @@ def test_full_data_disk_is_a_warning_then_degraded(deployed_demo: DeployedSite) 
 
 
 def test_unknown_host_key_is_refused(deployed_demo: DeployedSite, tmp_path: Path) -> None:
-    copy = tmp_path / "e2edemo"
+    copy = tmp_path / deployed_demo.name
     shutil.copytree(deployed_demo.site_dir, copy)
     empty = tmp_path / "known_hosts"
     empty.write_text("")
@@ -231,7 +231,8 @@ def sshd_pids(host: HostState) -> list[int]:
 def test_frozen_or_stopped_host_is_unreachable_and_the_other_reported(
     lab_factory: LabFactory, tmp_path: Path
 ) -> None:
-    site_dir = testing.write_site(tmp_path / "stattestu", "stattestu", DEMO_SITE / "site.yml")
+    name = testing.site_name("stattestu")
+    site_dir = testing.write_site(tmp_path / name, name, DEMO_SITE / "site.yml")
     lab = lab_factory(site_dir, 2)
     first, second = lab.hosts
     # Frozen: the kernel still accepts the TCP connection, sshd never answers.
@@ -269,13 +270,14 @@ def test_many_sites_in_one_run(
     deployed_demo: DeployedSite, lab_factory: LabFactory, tmp_path: Path
 ) -> None:
     """Fleet: two sites in one command; each keeps its own headline and locale."""
-    site_dir = testing.write_site(tmp_path / "stattestv", "stattestv", DEMO_SITE / "site.yml")
+    other = testing.site_name("stattestv")
+    site_dir = testing.write_site(tmp_path / other, other, DEMO_SITE / "site.yml")
     text = (site_dir / "site.yml").read_text().replace("locale: fr", "locale: en")
     (site_dir / "site.yml").write_text(text)
     lab_factory(site_dir, 1)
     code, data, _ = run_status([deployed_demo.site_dir, site_dir], env=deployed_demo.env)
     by_name = {s["site"]: s for s in data["sites"]}
-    assert set(by_name) == {deployed_demo.name, "stattestv"}
+    assert set(by_name) == {deployed_demo.name, other}
     assert by_name[deployed_demo.name]["headline"].startswith("Tout fonctionne")
-    assert by_name["stattestv"]["headline"].startswith("No service runs")
+    assert by_name[other]["headline"].startswith("No service runs")
     assert code == 1  # the bare second site has nothing running

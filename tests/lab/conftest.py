@@ -15,6 +15,7 @@ from tests.conftest import LabFactory
 @pytest.fixture(scope="session")
 def lab(lab_factory: LabFactory, tmp_path_factory: pytest.TempPathFactory) -> testing.Lab:
     """Two lab hosts for a site named `labtest` (the demo's site.yml, renamed)."""
-    site_dir = tmp_path_factory.mktemp("sites") / "labtest"
-    testing.write_site(site_dir, "labtest", DEMO_SITE / "site.yml")
+    name = testing.site_name("labtest")
+    site_dir = tmp_path_factory.mktemp("sites") / name
+    testing.write_site(site_dir, name, DEMO_SITE / "site.yml")
     return lab_factory(site_dir, 2)

@@ -27,7 +27,7 @@ from telecentre_ctl.paths import DEMO_SITE, PLAYBOOKS_DIR
 
 pytestmark = pytest.mark.lab
 
-SITE = "sftpbk"
+SITE = testing.site_name("sftpbk")
 FOLDER = "/srv/sftp-backups"
 CANARY = "canari-sftp-4e1d"
 

@@ -68,7 +68,7 @@ def test_hosts_yml_is_a_strict_inventory_ansible_can_use(lab: testing.Lab) -> No
     text = lab.inventory.read_text()
     assert text.startswith("# Written by `telecentre-ctl lab up`")
     hosts = yaml.safe_load(text)["all"]["children"]["telecentre"]["hosts"]
-    assert sorted(hosts) == ["labtest-1", "labtest-2"]
+    assert sorted(hosts) == [f"{lab.state.site}-1", f"{lab.state.site}-2"]
     for name, hostvars in hosts.items():
         assert hostvars["ansible_user"] == "root"
         assert "StrictHostKeyChecking=yes" in hostvars["ansible_ssh_common_args"]
@@ -112,10 +112,10 @@ def test_docker_runs_a_locally_built_image(lab: testing.Lab) -> None:
 def test_cli_list_and_ssh(lab: testing.Lab) -> None:
     listed = cli("lab", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    rows = [r for r in yaml.safe_load(listed.stdout) if r["site"] == "labtest"]
+    rows = [r for r in yaml.safe_load(listed.stdout) if r["site"] == lab.state.site]
     assert [(r["name"], r["state"]) for r in rows] == [
-        ("labtest-1", "running"),
-        ("labtest-2", "running"),
+        (f"{lab.state.site}-1", "running"),
+        (f"{lab.state.site}-2", "running"),
     ]
     ran = cli("lab", "ssh", str(lab.site_dir), "2", "--", "systemctl", "is-system-running")
     assert (ran.returncode, ran.stdout.strip()) == (0, "running")
@@ -124,7 +124,8 @@ def test_cli_list_and_ssh(lab: testing.Lab) -> None:
 
 
 def test_down_leaves_nothing_and_up_recovers_from_a_crash(tmp_path: Path) -> None:
-    site_dir = testing.write_site(tmp_path / "lableak", "lableak")
+    name = testing.site_name("lableak")
+    site_dir = testing.write_site(tmp_path / name, name)
     hosts_yml = site_dir / "hosts.yml"
     hosts_yml.write_text("# the volunteer's own inventory\n")
     before = testing.MachineSnapshot.take()
@@ -136,10 +137,10 @@ def test_down_leaves_nothing_and_up_recovers_from_a_crash(tmp_path: Path) -> Non
     assert control.down(site_dir) is False  # a second down is a no-op
     after = testing.MachineSnapshot.take()
     # Other labs may come and go meanwhile (tests run in parallel): look for this one's.
-    markers = ["lableak", f"tcl{index}br", f"tcl{index}h", f"telecentre_lab_{index}",
+    markers = [name, f"tcl{index}br", f"tcl{index}h", f"telecentre_lab_{index}",
                f"10.213.{index}."]  # fmt: skip
     assert after.leftovers(before, markers) == {}
-    assert not any(h.site == "lableak" for h in control.list_hosts())
+    assert not any(h.site == name for h in control.list_hosts())
     if not control.list_hosts():
         assert after.ip_forward == before.ip_forward
 

@@ -16,7 +16,7 @@ from telecentre_ctl.lab import control, system, testing
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    return testing.write_site(tmp_path / "pre", "pre")
+    return testing.write_site(tmp_path / "pre", testing.site_name("pre"))
 
 
 @pytest.fixture
