@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# roles/ holds Python that runs on the hosts (roles/backup/files/telecentre_backup.py) and
+# Ansible plugins: linted, formatted and type-checked (pyproject's mypy files) like the package.
+PYTHON_TREES = ("telecentre_ctl", "roles", "tests", "bench")
+HOST_PROGRAMS = sorted((ROOT / "roles").glob("*/files/*.py"))
 
 
 def tool(name: str) -> str:
@@ -36,15 +42,40 @@ def check(*command: str, env: dict[str, str] | None = None) -> None:
 
 
 def test_ruff() -> None:
-    check(tool("ruff"), "check", "telecentre_ctl", "tests", "bench")
+    check(tool("ruff"), "check", *PYTHON_TREES)
 
 
 def test_ruff_format() -> None:
-    check(tool("ruff"), "format", "--check", "telecentre_ctl", "tests", "bench")
+    check(tool("ruff"), "format", "--check", *PYTHON_TREES)
 
 
 def test_mypy_strict_on_the_package() -> None:
     check(tool("mypy"))
+
+
+def test_mypy_covers_the_host_programs() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        files = tomllib.load(f)["tool"]["mypy"]["files"]
+    assert HOST_PROGRAMS, "no host program found under roles/*/files/"
+    for program in HOST_PROGRAMS:
+        assert any(program.is_relative_to(ROOT / entry) for entry in files), program
+
+
+@pytest.mark.parametrize("program", HOST_PROGRAMS, ids=lambda p: p.name)
+def test_host_programs_use_only_the_standard_library(program: Path) -> None:
+    """Hosts have python3 and nothing else: a third-party import would fail only there."""
+    tree = ast.parse(program.read_text(encoding="utf-8"), filename=str(program))
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
+    assert imported - sys.stdlib_module_names == set()
 
 
 def test_yamllint() -> None:
