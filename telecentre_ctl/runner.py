@@ -142,7 +142,7 @@ def _count_list(tasks: list[Any], base: Path, roles_dir: Path) -> int:
         role = _action(task, "include_role") or _action(task, "import_role")
         if isinstance(role, dict) and isinstance(role.get("name"), str):
             present = _count_role(role["name"], roles_dir)
-            total += present if present else 1  # an absent role: its slot is skipped
+            total += present if present else 1  # an absent role: the one failed result
             continue
         total += 1
     return total

@@ -74,16 +74,33 @@ def make_site(tmp_path: Path) -> MakeSite:
 LabFactory = Callable[[Path, int], "testing.Lab"]
 
 
+def needs_lab(item: pytest.Item) -> bool:
+    return bool(item.get_closest_marker("lab") or item.get_closest_marker("e2e"))
+
+
+LAB_MISSING = pytest.StashKey[str]()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Lab and end-to-end tests skip, saying why, where lab hosts cannot run (not root)."""
-    if not any(item.get_closest_marker("lab") or item.get_closest_marker("e2e") for item in items):
+    """Lab and end-to-end tests skip, saying why, where lab hosts cannot run (not root),
+    unless TELECENTRE_REQUIRE_LAB=1 (CI): then each of them fails with that reason."""
+    if not any(needs_lab(item) for item in items):
         return
     reason = testing.skip_reason()
     if reason is None:
         return
-    for item in items:
-        if item.get_closest_marker("lab") or item.get_closest_marker("e2e"):
+    for item in filter(needs_lab, items):
+        if testing.lab_required():
+            item.stash[LAB_MISSING] = reason
+        else:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture starts a lab
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    reason = item.stash.get(LAB_MISSING, None)
+    if reason is not None:
+        pytest.fail(f"{testing.REQUIRE_LAB_ENV}=1 and {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

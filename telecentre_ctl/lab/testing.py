@@ -3,6 +3,7 @@ site folder, run commands on them, install Docker for real, snapshot what the la
 
     from telecentre_ctl.lab import testing
     reason = testing.skip_reason()            # pytest.skip(reason) when not None
+    testing.lab_required()                    # TELECENTRE_REQUIRE_LAB=1: fail instead
     with testing.running_lab(site_dir, 2) as lab:
         lab.run(lab.hosts[0], "systemctl is-system-running")
 """
@@ -25,6 +26,13 @@ from telecentre_ctl.lab.state import HostState, LabState
 from telecentre_ctl.lab.system import TOOLS_UP, check_preconditions, process_alive
 
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
+REQUIRE_LAB_ENV = "TELECENTRE_REQUIRE_LAB"
+
+
+def lab_required() -> bool:
+    """True when $TELECENTRE_REQUIRE_LAB is 1 (CI sets it): the lab tiers and the tools
+    they need must be there, and a test that would skip for their lack fails instead."""
+    return os.environ.get(REQUIRE_LAB_ENV, "") == "1"
 
 
 def skip_reason() -> str | None:

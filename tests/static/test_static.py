@@ -95,6 +95,29 @@ def test_ansible_lint_production_profile() -> None:
     )
 
 
+@pytest.mark.parametrize("missing", [None, "portal"])
+def test_a_missing_role_stops_the_site_playbook(tmp_path: Path, missing: str | None) -> None:
+    """A role absent from the tree fails the run at load time, naming it; never a silent
+    success (with every role present, the same check passes)."""
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    for role in (ROOT / "roles").iterdir():
+        if role.name != missing:
+            (roles / role.name).symlink_to(role)
+    (tmp_path / "ansible.cfg").write_text(f"[defaults]\nroles_path = {roles}\n")
+    result = subprocess.run(
+        [tool("ansible-playbook"), "--syntax-check", "-i", "localhost,",
+         str(ROOT / "playbooks" / "site.yml")],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+        env={**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")},
+    )  # fmt: skip
+    if missing is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert f"the role '{missing}' was not found" in result.stderr
+
+
 @pytest.mark.parametrize("playbook", sorted(p.name for p in (ROOT / "playbooks").glob("*.yml")))
 def test_playbook_syntax(playbook: str) -> None:
     check(
