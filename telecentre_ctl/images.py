@@ -21,9 +21,9 @@ holding the index (JSON) and a footer. So:
 Inside the tar, manifest.json comes last: a stream cut short has no manifest, and docker
 load then loads nothing.
 
-SSH uses the host's inventory variables (ansible_host, ansible_user, ansible_port,
-ansible_ssh_private_key_file, ansible_ssh_common_args and ansible_ssh_extra_args), as
-Ansible does; host keys are checked as the inventory says, never skipped.
+SSH goes where Ansible's would, from the host's inventory variables as Ansible reads them
+(telecentre_ctl.connection: address, port, user, keys, ssh arguments, ProxyJump); host
+keys are checked against the inventory's known_hosts files, never skipped.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from telecentre_ctl.errors import HostUnreachable, InvalidInput, OperationFailed
 
 if TYPE_CHECKING:
+    from telecentre_ctl.connection import Connection
     from telecentre_ctl.runner import HostProgress, RunResult
     from telecentre_ctl.site import Host, Site
 
@@ -793,44 +794,24 @@ def write_host_stream(
 
 @dataclass(frozen=True)
 class SshTarget:
-    """How to reach one host with OpenSSH, from its inventory variables."""
+    """How to reach one host with OpenSSH: its inventory's view (telecentre_ctl.connection)."""
 
-    name: str
-    address: str
-    user: str | None = None
-    port: int | None = None
-    key_file: str | None = None
-    args: tuple[str, ...] = ()
+    connection: Connection
 
     @classmethod
     def of(cls, host: Host) -> SshTarget:
-        v = host.vars
-        args: list[str] = []
-        for name in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-            if v.get(name):
-                args += shlex.split(str(v[name]))
-        port = v.get("ansible_port", v.get("ansible_ssh_port"))
-        user = v.get("ansible_user", v.get("ansible_ssh_user"))
-        key = v.get("ansible_ssh_private_key_file", v.get("ansible_private_key_file"))
-        return cls(
-            name=host.name,
-            address=host.address,
-            user=str(user) if user else None,
-            port=int(port) if port else None,
-            key_file=str(key) if key else None,
-            args=tuple(args),
-        )
+        return cls(host.connection)
+
+    @property
+    def name(self) -> str:
+        return self.connection.name
+
+    @property
+    def address(self) -> str:
+        return self.connection.address
 
     def argv(self, command: str) -> list[str]:
-        argv = ["ssh", *SSH_OPTIONS]
-        if self.port:
-            argv += ["-p", str(self.port)]
-        if self.key_file:
-            argv += ["-i", os.path.expanduser(self.key_file)]
-        argv += list(self.args)
-        if self.user:
-            argv += ["-l", self.user]
-        return [*argv, self.address, command]
+        return self.connection.ssh_argv(command, first=SSH_OPTIONS)
 
     def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         try:

@@ -7,14 +7,16 @@ is made, and returns a typed `Site`. Each problem names the file, the key and th
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from telecentre_ctl import yamlio
+from telecentre_ctl import connection, inventory, yamlio
 from telecentre_ctl.catalog import PROFILES, Catalog, load_catalog
+from telecentre_ctl.connection import Connection, ConnectionProblem
 from telecentre_ctl.errors import InvalidInput, Problem
 
 SITE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
@@ -51,7 +53,6 @@ SITE_KEYS = {
 REQUIRED_SITE_KEYS = ("name", "title", "admin_email", "admins", "profile", "services", "backup")
 BACKUP_KEYS = {"target", "time", "keep"}
 KEEP_KEYS = ("daily", "weekly", "monthly")
-HOST_VARS_CHECKED = {"tc_ram_gb", "tc_services"}
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,12 @@ class Admin:
 @dataclass(frozen=True)
 class Host:
     name: str
-    vars: dict[str, Any]
+    vars: dict[str, Any]  # as Ansible resolves them (telecentre_ctl.inventory)
+    connection: Connection  # how status and images reach it (telecentre_ctl.connection)
 
     @property
     def address(self) -> str:
-        return str(self.vars.get("ansible_host", self.name))
+        return self.connection.address
 
     @property
     def services(self) -> tuple[str, ...] | None:
@@ -494,77 +496,67 @@ def _check_open_ports(chk: _Checker, ports: Any) -> list[int]:
     return seen
 
 
-def _inventory_hosts(raw: Any, problems: list[Problem]) -> list[tuple[str, dict[str, Any]]]:
-    """Hosts of group telecentre in a YAML inventory (top level or under all.children)."""
-    chk = _Checker("hosts.yml", raw, problems)
-    if not isinstance(raw, dict):
-        chk.add((), "must be an Ansible YAML inventory", "see inventory/demo/hosts.yml")
-        return []
-    data = yamlio.plain(raw)
-    group = data.get("telecentre")
-    path: tuple[str, ...] = ("telecentre",)
-    if group is None and isinstance(data.get("all"), dict):
-        group = (data["all"].get("children") or {}).get("telecentre")
-        path = ("all", "children", "telecentre")
-    if (
-        not isinstance(group, dict)
-        or not isinstance(group.get("hosts"), dict)
-        or not group["hosts"]
-    ):
-        chk.add(
-            path,
-            "no group 'telecentre' with hosts",
-            "write telecentre: {hosts: {box1: {ansible_host: 192.0.2.10}}}, "
-            "or run: telecentre-ctl lab up SITE_DIR",
-        )
-        return []
-    hosts = []
-    group_vars = group.get("vars") or {}
-    for name, host_vars in group["hosts"].items():
-        merged = {**group_vars, **(host_vars or {})}
-        if not isinstance(host_vars, (dict, type(None))):
-            chk.add((*path, "hosts", name), "host variables must be a mapping", "write name: {}")
-            continue
-        hosts.append((str(name), merged))
-    return hosts
+GROUP = "telecentre"
+
+
+def _host_problem(
+    host: inventory.InventoryHost, problems: list[Problem], var: str, message: str, fix: str
+) -> None:
+    """A problem with a host variable, reported where that variable was set."""
+    origin = host.origins.get(var) or inventory.Origin("hosts.yml", (host.name,))
+    problems.append(origin.problem(message, fix))
 
 
 def _check_hosts(
-    raw: Any, enabled: dict[str, dict[str, Any]], problems: list[Problem]
+    raw: Any, site_dir: Path, enabled: dict[str, dict[str, Any]], problems: list[Problem]
 ) -> list[Host]:
-    chk = _Checker("hosts.yml", raw, problems)
+    """The hosts of group telecentre (its child groups' included), with the variables
+    Ansible gives them (group_vars/ and host_vars/ beside hosts.yml included)."""
+    found = inventory.read(raw, "hosts.yml", site_dir, problems)
+    members = found.members(GROUP)
+    if not members:
+        problems.append(
+            Problem(
+                "hosts.yml",
+                GROUP,
+                "no group 'telecentre' with hosts",
+                "write telecentre: {hosts: {box1: {ansible_host: 192.0.2.10}}}, "
+                "or run: telecentre-ctl lab up SITE_DIR",
+                yamlio.line_of(raw, (GROUP,)),
+            )
+        )
+        return []
+    every = {name: h.vars for name, h in found.hosts.items()}
     hosts = []
-    for name, host_vars in _inventory_hosts(raw, problems):
-        path = ("telecentre", "hosts", name)
+    for name in members:
+        host_vars = dict(found.hosts[name].vars)
+        add = functools.partial(_host_problem, found.hosts[name], problems)
+
         ram = host_vars.get("tc_ram_gb")
         if ram is not None and (
             isinstance(ram, bool) or not isinstance(ram, (int, float)) or not 0.25 <= ram <= 4096
         ):
-            chk.add(
-                (*path, "tc_ram_gb"),
-                f"{ram!r} is not a RAM size in GB",
-                "write the host's memory in GB, e.g. tc_ram_gb: 4",
-            )
-            host_vars = {k: v for k, v in host_vars.items() if k != "tc_ram_gb"}
+            add("tc_ram_gb", f"{ram!r} is not a RAM size in GB",
+                "write the host's memory in GB, e.g. tc_ram_gb: 4")  # fmt: skip
+            del host_vars["tc_ram_gb"]
         listed = host_vars.get("tc_services")
         if listed is not None:
             if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
-                chk.add(
-                    (*path, "tc_services"),
-                    "must be a list of service names",
-                    "write tc_services: [radicale, dokuwiki]",
-                )
-                host_vars = {k: v for k, v in host_vars.items() if k != "tc_services"}
+                add("tc_services", "must be a list of service names",
+                    "write tc_services: [radicale, dokuwiki]")  # fmt: skip
+                del host_vars["tc_services"]
             else:
                 for service in listed:
                     if service not in enabled:
-                        chk.add(
-                            (*path, "tc_services"),
-                            f"{service!r} is not enabled in site.yml",
+                        add("tc_services", f"{service!r} is not enabled in site.yml",
                             f"enable it under services: in site.yml or remove it here "
-                            f"{did_you_mean(service, set(enabled))}".strip(),
-                        )
-        hosts.append(Host(name, host_vars))
+                            f"{did_you_mean(service, set(enabled))}".strip())  # fmt: skip
+        try:
+            reach = connection.of(name, host_vars, every)
+        except ConnectionProblem as err:
+            add(err.var, f"{err.var} {err.message}", err.fix)
+            continue
+        hosts.append(Host(name, host_vars, reach))
     return hosts
 
 
@@ -675,7 +667,7 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
     hosts_raw = _load_yaml_file(site_dir / "hosts.yml", "hosts.yml", problems)
     values = _check_site_file(site_raw, catalog, problems) if site_raw is not None else {}
     hosts = (
-        _check_hosts(hosts_raw, values.get("services", {}), problems)
+        _check_hosts(hosts_raw, site_dir, values.get("services", {}), problems)
         if hosts_raw is not None
         else []
     )

@@ -63,6 +63,8 @@ from telecentre_ctl.site import Host, Site
 
 SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT = 10.0
+MAX_PARALLEL = 64  # hosts probed at once
+GRACE_S = 2.0  # past its deadline, a host's attempt is given up (its thread left behind)
 CA_PATH = f"{DATA_DIR}/proxy/data/pki/authorities/local/root.crt"
 BACKUP_MAX_AGE = timedelta(hours=26)
 DRILL_MAX_AGE = timedelta(days=35)
@@ -911,12 +913,12 @@ def https_check(
 
 def collect_host(site: Site, host: Host, timeout: float, source: str) -> HostResult:
     """One SSH connection, one probe, then the HTTPS checks; all within `timeout`."""
-    from telecentre_ctl.remote import RemoteError, SshTarget, connect, run_script
+    from telecentre_ctl.remote import RemoteError, connect, run_script
 
     started = time.monotonic()
     deadline = started + timeout
     result = HostResult(host)
-    target = SshTarget.from_vars(host.name, host.vars)
+    target = host.connection
     params = {
         "site": site.name,
         "paths": probe_paths(site, host),
@@ -924,11 +926,11 @@ def collect_host(site: Site, host: Host, timeout: float, source: str) -> HostRes
         "budget": max(timeout * 0.5, 1.0),
     }
     try:
-        client = connect(target, deadline)
+        session = connect(target, deadline)
         try:
-            raw = run_script(client, target, source, [json.dumps(params)], deadline)
+            raw = run_script(session, target, source, [json.dumps(params)], deadline)
         finally:
-            client.close()
+            session.close()
         probe = json.loads(raw)
         if not isinstance(probe, dict):
             raise ValueError("not a JSON object")
@@ -989,66 +991,78 @@ Progress = Callable[[Site, HostResult], None]
 def collect(
     sites: list[Site], timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None
 ) -> FleetReport:
-    """Status of every host of every site, in parallel; a host that does not finish in
-    `timeout` (plus a little grace for the thread itself) is reported unreachable."""
+    """Status of every host of every site, MAX_PARALLEL at a time. Each host has its own
+    `timeout`, counted from the moment its turn comes: a host queued behind slow or dead
+    ones is tried like the others. One still running GRACE_S past its deadline (a stuck
+    connection) is reported unreachable and a fresh worker takes its place in the pool."""
     import queue
     import threading
 
     source = probe_source()
     jobs = [(site, host) for site in sites for host in site.hosts]
-    todo: queue.SimpleQueue[tuple[Site, Host]] = queue.SimpleQueue()
-    for job in jobs:
-        todo.put(job)
-    done: queue.SimpleQueue[tuple[Site, HostResult]] = queue.SimpleQueue()
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for number in range(len(jobs)):
+        todo.put(number)
+    done: queue.SimpleQueue[tuple[int, HostResult]] = queue.SimpleQueue()
+    started: dict[int, float] = {}  # job -> when its attempt began (set by the worker)
     go = threading.Event()
 
     def worker() -> None:
         go.wait()
         while True:
             try:
-                site, host = todo.get_nowait()
+                number = todo.get_nowait()
             except queue.Empty:
                 return
+            site, host = jobs[number]
+            started[number] = time.monotonic()
             try:
                 result = collect_host(site, host, timeout, source)
             except Exception as error:  # a bug, not the host: say so rather than hide the host
                 result = HostResult(host, error=f"{host.name}: status failed: {error!r}")
-            done.put((site, result))
+            done.put((number, result))
+
+    def start_worker(name: str) -> None:
+        # Daemon threads: one stuck past its deadline must not keep the command from exiting.
+        threading.Thread(target=worker, name=name, daemon=True).start()
 
     # Every worker is started before any works: starting a thread waits for the GIL, and
     # threads started while others already hash and parse would begin seconds late.
-    # Daemon threads: one stuck past its deadline must not keep the command from exiting.
-    for number in range(max(1, min(64, len(jobs)))):
-        threading.Thread(target=worker, name=f"status-{number}", daemon=True).start()
+    for number in range(max(1, min(MAX_PARALLEL, len(jobs)))):
+        start_worker(f"status-{number}")
     go.set()
-    results: dict[tuple[str, str], HostResult] = {}
+    results: dict[int, HostResult] = {}
 
-    def record(site: Site, result: HostResult) -> None:
-        results[(site.dir.as_posix(), result.host.name)] = result
+    def record(number: int, result: HostResult) -> None:
+        results[number] = result
         if progress is not None:
-            progress(site, result)
+            progress(jobs[number][0], result)
 
-    deadline = time.monotonic() + timeout + 2.0
+    replacements = 0
     while len(results) < len(jobs):
+        now = time.monotonic()
+        for number, began in list(started.items()):
+            if number not in results and now >= began + timeout + GRACE_S:
+                host = jobs[number][1]
+                late = f"{host.name}: no answer within {timeout:g} s"
+                record(number, HostResult(host, error=late, reason="timeout", duration_s=timeout))
+                replacements += 1
+                start_worker(f"status-r{replacements}")
+        running = [b + timeout + GRACE_S for n, b in list(started.items()) if n not in results]
+        wait = min(running, default=now + timeout + GRACE_S) - now
         try:
-            record(*done.get(timeout=max(deadline - time.monotonic(), 0.0)))
+            number, result = done.get(timeout=max(wait, 0.01))
         except queue.Empty:
-            break  # the hosts left are reported below; their threads end on their deadlines
-    for site, host in jobs:
-        if (site.dir.as_posix(), host.name) not in results:
-            late = HostResult(
-                host,
-                error=f"{host.name}: no answer within {timeout:g} s",
-                reason="timeout",
-                duration_s=timeout,
-            )
-            record(site, late)
-    now = datetime.now(UTC)
+            continue
+        if number not in results:  # a late answer of a host already reported is dropped
+            record(number, result)
+    now_utc = datetime.now(UTC)
+    by_job = {(jobs[n][0].dir.as_posix(), jobs[n][1].name): r for n, r in results.items()}
     reports = [
-        evaluate(site, [results[(site.dir.as_posix(), h.name)] for h in site.hosts], now)
+        evaluate(site, [by_job[(site.dir.as_posix(), h.name)] for h in site.hosts], now_utc)
         for site in sites
     ]
-    return FleetReport(reports, now)
+    return FleetReport(reports, now_utc)
 
 
 # --- output ----------------------------------------------------------------------------

@@ -48,10 +48,13 @@ def status(
     """Check every host of one or more sites, in parallel, and say what works.
 
     \b
-    Per host one SSH connection (host keys checked against tc_known_hosts_file or
-    ~/.ssh/known_hosts, never added) runs one probe: containers and their health, disks,
-    memory, last backup and restore drill, site certificate, security updates. Then each
-    service is opened over HTTPS through the proxy, with its certificate verified.
+    Per host one SSH connection, made as Ansible would from hosts.yml (group and host
+    variables, ansible_ssh_common_args with ProxyJump or ProxyCommand; host keys checked
+    against tc_known_hosts_file or the known_hosts the ssh arguments name, never added),
+    runs one probe: containers and their health, disks, memory, last backup and restore
+    drill, site certificate, security updates. Then each service is opened over HTTPS
+    through the proxy, with its certificate verified. Up to 64 hosts at a time, each with
+    its own --timeout from the moment its turn comes.
       telecentre-ctl status inventory/comptoir inventory/lavoir --html status.html
     \b
     Exit codes: 0 all working (warnings allowed), 1 something is down or at risk

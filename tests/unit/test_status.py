@@ -24,8 +24,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from telecentre_ctl import connection
 from telecentre_ctl import probe as probe_mod
 from telecentre_ctl import status as st
+from telecentre_ctl.connection import Connection
 from telecentre_ctl.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE
 from telecentre_ctl.paths import DEMO_SITE
 from telecentre_ctl.site import Site, load_site
@@ -837,55 +839,38 @@ def silent_server() -> tuple[socket.socket, int]:
     return server, server.getsockname()[1]
 
 
+def plain_connection(name: str, port: int, known: Path) -> Connection:
+    return connection.of(
+        name,
+        {"ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+         "tc_known_hosts_file": str(known)},
+    )  # fmt: skip
+
+
 def test_ssh_to_a_silent_host_costs_at_most_the_timeout(tmp_path: Path) -> None:
-    from telecentre_ctl.remote import RemoteError, SshTarget, connect
+    from telecentre_ctl.remote import RemoteError, connect
 
     server, port = silent_server()
     known = tmp_path / "known_hosts"
     known.write_text("")
-    target = SshTarget("slow", "127.0.0.1", port, "root", None, str(known), False)
     started = time.monotonic()
     with server, pytest.raises(RemoteError) as err:
-        connect(target, time.monotonic() + 1.5)
+        connect(plain_connection("slow", port, known), time.monotonic() + 1.5)
     assert time.monotonic() - started < 3
     assert err.value.exit_code == EXIT_UNREACHABLE
 
 
 def test_ssh_without_known_hosts_is_refused(tmp_path: Path) -> None:
-    from telecentre_ctl.remote import RemoteError, SshTarget, connect
+    from telecentre_ctl.remote import RemoteError, connect
 
-    target = SshTarget("box", "127.0.0.1", 22, "root", None, str(tmp_path / "none"), False)
     with pytest.raises(RemoteError) as err:
-        connect(target, time.monotonic() + 2)
+        connect(plain_connection("box", 22, tmp_path / "none"), time.monotonic() + 2)
     assert err.value.reason == "hostkey" and "known_hosts" in str(err.value)
 
 
 def test_ssh_uses_reject_policy_never_autoadd() -> None:
     source = Path(st.__file__).with_name("remote.py").read_text()
     assert "RejectPolicy()" in source and "AutoAddPolicy" not in source
-
-
-def test_ssh_target_reads_the_inventory_like_ansible() -> None:
-    from telecentre_ctl.remote import SshTarget
-
-    target = SshTarget.from_vars(
-        "box",
-        {
-            "ansible_host": "192.0.2.7",
-            "ansible_port": 2222,
-            "ansible_user": "alice",
-            "ansible_become": True,
-            "ansible_ssh_private_key_file": "~/k",
-            "tc_known_hosts_file": "/etc/kh",
-        },
-    )
-    assert (target.address, target.port, target.user, target.known_hosts) == (
-        "192.0.2.7",
-        2222,
-        "alice",
-        "/etc/kh",
-    )
-    assert target.become and target.key_file is not None and not target.key_file.startswith("~")
 
 
 def test_collect_bounds_every_host_and_reports_the_others(
@@ -921,6 +906,99 @@ def test_collect_bounds_every_host_and_reports_the_others(
     assert time.monotonic() - started < 4
     assert fleet.exit_code == EXIT_UNREACHABLE
     assert [r.probe for r in fleet.sites[0].hosts] == [None, None]
+
+
+class FakeFleet:
+    """Hosts faked at the SSH boundary (remote.connect / run_script) and at HTTPS: `dead`
+    ones answer nothing until their deadline, `stuck` ones never return, the others
+    answer after `delay` seconds. Records when each host's attempt began."""
+
+    def __init__(self, dead: set[str], stuck: set[str] | None = None, delay: float = 0.0):
+        self.dead, self.stuck, self.delay = dead, stuck or set(), delay
+        self.began: dict[str, float] = {}
+        self.release = threading.Event()
+
+    def connect(self, target: Connection, deadline: float) -> Any:
+        from telecentre_ctl.remote import RemoteError
+
+        self.began[target.name] = time.monotonic()
+        if target.name in self.stuck:
+            self.release.wait()
+        if target.name in self.dead:
+            time.sleep(max(deadline - time.monotonic(), 0))
+            raise RemoteError(target, "timeout", "no answer (connection timed out)")
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def run_script(self, session: Any, target: Connection, *args: Any) -> bytes:
+        time.sleep(self.delay)
+        return b"{}"
+
+
+def fleet_site(make_site: MakeSite, count: int) -> Site:
+    hosts = {"telecentre": {"vars": {"tc_ram_gb": 4, "tc_known_hosts_file": "/dev/null"},
+                            "hosts": {f"box{i:03d}": {"ansible_host": "192.0.2.1"}
+                                      for i in range(count)}}}  # fmt: skip
+    return load_site(make_site(hosts=hosts, secrets=False), check_secrets=False)
+
+
+@pytest.fixture
+def fake_fleet(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeFleet]:
+    from telecentre_ctl import remote
+
+    def make(**kwargs: Any) -> FakeFleet:
+        fleet = FakeFleet(**kwargs)
+        monkeypatch.setattr(remote, "connect", fleet.connect)
+        monkeypatch.setattr(remote, "run_script", fleet.run_script)
+        monkeypatch.setattr(
+            st, "https_check", lambda *a, **k: st.HttpsCheck("https://x/", True, 200)
+        )
+        return fleet
+
+    return make
+
+
+def test_hosts_queued_behind_dead_ones_are_tried_with_their_own_timeout(
+    make_site: MakeSite, fake_fleet: Callable[..., FakeFleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight rounds of dead hosts fill the pool before the live ones get their turn (more
+    than a timeout plus grace for the whole fleet); the live ones, slow but within their
+    own timeout, are reached all the same."""
+    monkeypatch.setattr(st, "MAX_PARALLEL", 2)
+    monkeypatch.setattr(st, "GRACE_S", 0.3)
+    site = fleet_site(make_site, 18)
+    names = [h.name for h in site.hosts]
+    fleet = fake_fleet(dead=set(names[:16]), delay=0.2)
+    started = time.monotonic()
+    report = st.collect([site], timeout=0.3)
+    assert set(fleet.began) == set(names)
+    results = {r.host.name: r for r in report.sites[0].hosts}
+    assert [n for n in names if results[n].error is None] == names[16:]
+    assert all(results[n].reason == "timeout" for n in names[:16])
+    # the live hosts' turn came after eight rounds of dead hosts' timeouts
+    assert min(fleet.began[n] for n in names[16:]) - started >= 8 * 0.3 - 0.05
+    assert report.exit_code == EXIT_UNREACHABLE
+
+
+def test_a_stuck_host_is_given_up_and_its_worker_replaced(
+    make_site: MakeSite, fake_fleet: Callable[..., FakeFleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(st, "MAX_PARALLEL", 2)
+    monkeypatch.setattr(st, "GRACE_S", 0.2)
+    site = fleet_site(make_site, 5)
+    names = [h.name for h in site.hosts]
+    fleet = fake_fleet(dead=set(), stuck=set(names[:2]))
+    try:
+        report = st.collect([site], timeout=0.3)
+    finally:
+        fleet.release.set()
+    results = {r.host.name: r for r in report.sites[0].hosts}
+    assert [results[n].error for n in names[:2]] == [
+        f"{n}: no answer within 0.3 s" for n in names[:2]
+    ]
+    assert all(results[n].error is None and results[n].probe == {} for n in names[2:])
 
 
 # --- the command ------------------------------------------------------------------------
