@@ -173,6 +173,17 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
                 "add postgres or mariadb to depends:",
             )
         )
+    rules = data.get("upgrade") or {}
+    tag = str((data.get("build") or {}).get("tag") or data.get("image", "")).rsplit(":", 1)[-1]
+    if (rules.get("major_steps") or rules.get("migrate_major")) and not tag[:1].isdigit():
+        problems.append(
+            Problem(
+                shown,
+                "upgrade",
+                f"major version rules, but the tag {tag!r} does not start with its major",
+                "pin a tag that starts with the version number, or drop the major rules",
+            )
+        )
     build = data.get("build")
     if build and not (SERVICES_DIR / name / build["context"] / "Dockerfile").is_file():
         problems.append(

@@ -8,8 +8,10 @@ from pathlib import Path
 # The package runs from its source tree (pip install -e .): the catalogue, roles and
 # playbooks are siblings of the package. TELECENTRE_HOME points elsewhere if needed.
 PROJECT_ROOT = Path(os.environ.get("TELECENTRE_HOME", Path(__file__).resolve().parent.parent))
-SERVICES_DIR = PROJECT_ROOT / "services"
-SCHEMA_FILE = SERVICES_DIR / "schema.json"
+# The catalogue. TELECENTRE_SERVICES_DIR points at another one (a copy with a recipe
+# changed, to rehearse an upgrade); the schema is the project's own either way.
+SERVICES_DIR = Path(os.environ.get("TELECENTRE_SERVICES_DIR") or PROJECT_ROOT / "services")
+SCHEMA_FILE = PROJECT_ROOT / "services" / "schema.json"
 ROLES_DIR = PROJECT_ROOT / "roles"
 PLAYBOOKS_DIR = PROJECT_ROOT / "playbooks"
 INVENTORY_DIR = PROJECT_ROOT / "inventory"

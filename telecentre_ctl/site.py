@@ -700,3 +700,30 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
     if problems:
         raise InvalidInput(f"site {site_dir} is invalid", problems=problems)
     return site
+
+
+def load_many(site_dirs: tuple[Path, ...] | list[Path]) -> list[Site]:
+    """Every site given, each folder once, all validated before anything connects; one
+    InvalidInput lists the problems of every invalid site (and two folders of one name)."""
+    sites: list[Site] = []
+    problems: list[Problem] = []
+    for site_dir in dict.fromkeys(Path(d).resolve() for d in site_dirs):
+        try:
+            sites.append(load_site(site_dir))
+        except InvalidInput as err:
+            problems += err.problems or [Problem(str(site_dir), "", err.message, err.fix)]
+    names: dict[str, Path] = {}
+    for site in sites:
+        if site.name in names:
+            problems.append(
+                Problem(
+                    str(site.dir / "site.yml"),
+                    "name",
+                    f"{site.name!r} is also the name of {names[site.name]}",
+                    "give each telecentre its own name",
+                )
+            )
+        names.setdefault(site.name, site.dir)
+    if problems:
+        raise InvalidInput("nothing was run: a site is invalid", problems=problems)
+    return sites

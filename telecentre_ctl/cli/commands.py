@@ -12,6 +12,7 @@ from telecentre_ctl.cli.plan import plan
 from telecentre_ctl.cli.services import services
 from telecentre_ctl.cli.site import init, secrets, validate
 from telecentre_ctl.cli.status import status
+from telecentre_ctl.cli.upgrade import upgrade
 
 ALL: list[click.Command] = [
     services,
@@ -21,6 +22,7 @@ ALL: list[click.Command] = [
     plan,
     lab,
     deploy,
+    upgrade,
     status,
     images,
     backup_command,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from telecentre_ctl.cli.fleet import fleet_options
 from telecentre_ctl.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -33,7 +34,7 @@ STATUS_WORDS = {
 
 
 @click.command()
-@click.argument("site_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("site_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--limit",
     "limit",
@@ -57,13 +58,16 @@ STATUS_WORDS = {
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the per-host summary as JSON on stdout."
 )
+@fleet_options
 def deploy(
-    site_dir: Path,
+    site_dirs: tuple[Path, ...],
     limit: str | None,
     check: bool,
     images: Path | None,
     purge: bool,
     as_json: bool,
+    parallel: int,
+    keep_going: bool,
 ) -> None:
     """Bring SITE_DIR's hosts to the desired state: hardened Debian, firewall, Docker engine,
     then the site's services. Safe to run again: a converged host reports nothing changed.
@@ -75,11 +79,32 @@ def deploy(
                   --vault-password-file <the site's vault password file>
     Exit codes: 0 ok, 1 a host failed, 2 invalid site, 3 a host unreachable (the other
     hosts still finish).
+
+    \b
+    Several site folders (several telecentres): all are validated first (exit 2 before
+    any connection if one is invalid); the first is the canary, deployed alone; then the
+    others, --parallel at a time, each in its own process with its log in its folder;
+    the first failure stops the sites not started yet unless --keep-going. One summary
+    table on stderr, --json on stdout; the exit code is the worst of the sites (3 > 1 > 0).
     """
     from telecentre_ctl import runner
     from telecentre_ctl.secrets import SECRETS_FILE, read_secrets, vault_password_file
-    from telecentre_ctl.site import load_site
+    from telecentre_ctl.site import load_many, load_site
 
+    if len(site_dirs) > 1:
+        from telecentre_ctl.cli.fleet import run_sites
+
+        if limit:
+            raise InvalidInput(
+                "--limit names hosts of one site", fix="deploy that site alone with --limit"
+            )
+        sites = load_many(site_dirs)
+        options = ["--check"] if check else []
+        options += ["--purge"] if purge else []
+        options += ["--images", str(images.resolve())] if images else []
+        run_sites("deploy", sites, options, parallel, keep_going, as_json)
+        return
+    site_dir = site_dirs[0]
     site = load_site(site_dir)
     names = [h.name for h in site.hosts]
     if limit:

@@ -9,6 +9,11 @@
     telecentre-backup drill [--snapshot ID]
                                         restore into a scratch folder, verify, load each
                                         dump into a scratch database; writes last-drill.json
+    telecentre-backup upgrade --service S --next FILE [--check-host NAME [--check-ca FILE]]
+                                        safety snapshot, switch to FILE's image, wait healthy
+                                        and answering through the proxy; rolls back image and
+                                        data on failure; a journal lets a killed run be
+                                        finished or rolled back by the next; last-upgrade.json
     telecentre-backup check [--subset 5%|--read-all]
     telecentre-backup init | snapshots [--service S]
 
@@ -29,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -816,7 +822,7 @@ class Backups:
         )
         return {"snapshot": short, "message": message, "safety": safety}
 
-    def safety_snapshot(self, svc: Service) -> str:
+    def safety_snapshot(self, svc: Service, action: str = "restore") -> str:
         """The service's data as it is now, before anything is touched."""
         paths = [p for p in svc.volumes if os.path.isdir(p)]
         if svc.database:
@@ -825,9 +831,9 @@ class Backups:
             self.engine.dump(svc.database, dump)
             paths.append(dump)
         try:
-            summary = self.restic.backup(paths, ["safety", f"service:{svc.name}"])
+            summary = self.restic.backup(paths, ["safety", f"service:{svc.name}", action])
         except Failure as err:
-            raise Failure(f"restore refused: the safety snapshot failed ({err.message})") from err
+            raise Failure(f"{action} refused: the safety snapshot failed ({err.message})") from err
         return str(summary["snapshot_id"])[:8]
 
     def _swap_in(self, svc: Service, staging: str, short: str, safety: str) -> list[str]:
@@ -969,6 +975,245 @@ class Backups:
                 self.engine.drop(db, scratch_db)
 
 
+# --------------------------------------------------------------------------- upgrades
+#
+# An upgrade moves one service from the image its compose project runs (compose.yml) to
+# the one the playbook rendered beside it (compose.next.yml), with a safety snapshot of
+# its data first. compose.yml is replaced only once the new version is healthy and answers
+# through the proxy, so until then it still says what to go back to. A journal records each
+# step (upgrade/<service>.json under the state folder), so that a run killed at any point
+# is finished or rolled back by the next one:
+#
+#   snapshot     the safety snapshot is being taken: nothing has changed yet, start over
+#   switch       snapshot taken, the new version is being started
+#   verify       the new version is up, being checked through the proxy
+#   rollback     the old version and its data are being put back
+#   done | rolled-back                                          final states
+
+UPGRADE_FINAL = ("done", "rolled-back")
+IMAGE_LINE = re.compile(r"^\s+image:\s*['\"]?([^'\"\s]+)", re.MULTILINE)
+PROXY_WAIT_SECONDS = 60
+
+
+def compose_image(path: str) -> str | None:
+    """The image a compose file runs (the service role renders one service per file)."""
+    try:
+        found = IMAGE_LINE.search(Path(path).read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def version_of(image: str | None) -> str:
+    return image.rsplit(":", 1)[-1] if image and ":" in image else str(image)
+
+
+@dataclass(frozen=True)
+class ProxyCheck:
+    """GET / through the host's own proxy (127.0.0.1:443) with the service's public name;
+    the certificate verified against the site's CA file, or the system's trust store."""
+
+    server_name: str
+    ca_file: str | None = None
+    port: int = 443
+
+    def once(self, timeout: float) -> str | None:
+        """None when the service answers (any status below 500), else what went wrong."""
+        import http.client
+        import socket
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=self.server_name) as tls,
+            ):
+                tls.sendall(
+                    f"GET / HTTP/1.1\r\nHost: {self.server_name}\r\nUser-Agent: "
+                    "telecentre-upgrade\r\nConnection: close\r\n\r\n".encode("ascii")
+                )
+                response = http.client.HTTPResponse(tls)
+                response.begin()
+        except (OSError, ssl.SSLError, http.client.HTTPException) as err:
+            return f"https://{self.server_name}/ through the proxy: {type(err).__name__}: {err}"
+        if response.status >= 500:
+            return f"https://{self.server_name}/ answered HTTP {response.status} through the proxy"
+        return None
+
+    def wait(self, seconds: float) -> None:
+        """Polls until the service answers; the proxy may need a moment for a new container."""
+        deadline = time.monotonic() + seconds
+        while True:
+            problem = self.once(min(10.0, max(deadline - time.monotonic(), 1.0)))
+            if problem is None:
+                return
+            if time.monotonic() >= deadline:
+                raise Failure(problem)
+            time.sleep(1)
+
+
+class Upgrades:
+    def __init__(self, backups: Backups, proxy_wait: float = PROXY_WAIT_SECONDS) -> None:
+        self.backups = backups
+        self.cfg = backups.cfg
+        self.proxy_wait = proxy_wait
+
+    def journal_path(self, name: str) -> str:
+        return f"{self.cfg.state_dir}/upgrade/{name}.json"
+
+    def journal(self, name: str) -> dict[str, Any] | None:
+        found = read_json(self.journal_path(name))
+        return found if isinstance(found, dict) else None
+
+    def _write(self, journal: dict[str, Any], step: str) -> None:
+        journal["step"] = step
+        journal["updated"] = utc_now()
+        write_json(self.journal_path(journal["service"]), journal)
+
+    def service(self, name: str, project: Path) -> Service:
+        """The backed-up service, or one without data (nothing to snapshot)."""
+        compose = str(project / "compose.yml")
+        for svc in self.cfg.services:
+            if svc.name == name:
+                return Service(svc.name, svc.volumes, svc.database, compose)
+        return Service(name, (), None, compose)
+
+    def upgrade(self, name: str, next_file: str, check: ProxyCheck | None) -> dict[str, Any]:
+        project = Path(next_file).parent
+        svc = self.service(name, project)
+        new = compose_image(next_file)
+        if new is None:
+            raise Failure(f"upgrade refused: {next_file} names no image (run the upgrade again)")
+        earlier = self.journal(name)
+        if earlier and earlier.get("step") not in UPGRADE_FINAL:
+            resumed = self._recover(svc, earlier, new, next_file, check)
+            if resumed is not None:
+                return resumed
+        old = compose_image(svc.compose_file)
+        if old is None:
+            raise Failure(f"upgrade refused: {name} is not deployed here (no {svc.compose_file})")
+        if old == new:
+            with contextlib.suppress(OSError):
+                os.unlink(next_file)
+            return {"snapshot": None, "message": f"{name} already runs {version_of(new)}.",
+                    "from": version_of(old), "to": version_of(new)}  # fmt: skip
+        self.check_space(svc)
+        shutil.copy2(svc.compose_file, project / "compose.prev.yml")
+        journal: dict[str, Any] = {"service": name, "old_image": old, "new_image": new,
+                                   "snapshot": None, "started": utc_now()}  # fmt: skip
+        self._write(journal, "snapshot")
+        if svc.volumes or svc.database:
+            journal["snapshot"] = self.backups.safety_snapshot(svc, "upgrade")
+        self._write(journal, "switch")
+        return self._forward(svc, journal, next_file, check)
+
+    def check_space(self, svc: Service) -> None:
+        """The safety snapshot may need the whole of the service's data on the backup disk
+        (dedup only makes it smaller), and a rollback restores it beside the data."""
+        cfg = self.cfg
+        size = sum(survey(v, None).size for v in svc.volumes)
+        dump = svc.dump_file(cfg.dump_dir) if svc.database else None
+        if dump and os.path.exists(dump):
+            size += int(os.path.getsize(dump) * 1.5)
+        need = size + cfg.min_free_mb * MIB
+        for where, what in ((cfg.target, "the backup disk"), (cfg.data_dir, "the data disk")):
+            if where and svc.volumes and free_bytes(where) < need:
+                raise Failure(
+                    f"upgrade refused: {what} {where} has {human(free_bytes(where))} free, the "
+                    f"safety snapshot of {svc.name} may need {human(need)} (its data and a "
+                    f"{cfg.min_free_mb} MB margin). Nothing was changed: free space, then run "
+                    "the upgrade again."
+                )
+
+    def _forward(
+        self, svc: Service, journal: dict[str, Any], next_file: str, check: ProxyCheck | None
+    ) -> dict[str, Any]:
+        old, new = journal["old_image"], journal["new_image"]
+        try:
+            self.backups.compose.start(Service(svc.name, (), None, next_file))
+            self._write(journal, "verify")
+            if check is not None:
+                check.wait(self.proxy_wait)
+        except Failure as err:
+            return self._roll_back(svc, journal, err.message)
+        os.replace(next_file, svc.compose_file)
+        journal["finished"] = utc_now()
+        self._write(journal, "done")
+        kept = f"; the data from before is kept as snapshot {journal['snapshot']}"
+        return {
+            "snapshot": journal["snapshot"],
+            "message": f"Upgraded {svc.name} from {version_of(old)} to {version_of(new)}: "
+            f"healthy{' and answering through the proxy' if check else ''}"
+            f"{kept if journal['snapshot'] else ''}.",
+            "from": version_of(old),
+            "to": version_of(new),
+        }
+
+    def _roll_back(self, svc: Service, journal: dict[str, Any], why: str) -> dict[str, Any]:
+        """Old image and the data of the safety snapshot back; raises Failure saying so."""
+        self._write(journal | {"why": why}, "rollback")
+        journal["why"] = why
+        project = Path(svc.compose_file).parent
+        previous = project / "compose.prev.yml"
+        if previous.is_file():  # compose.yml may have been rewritten meanwhile (a deploy)
+            shutil.copy2(previous, svc.compose_file)
+        snapshot = journal.get("snapshot")
+        old, new = version_of(journal["old_image"]), version_of(journal["new_image"])
+        still = ""
+        try:
+            if snapshot:
+                staging = f"{self.cfg.data_dir}/{svc.name}/.rollback-staging"
+                shutil.rmtree(staging, ignore_errors=True)
+                Path(staging).mkdir(parents=True, mode=0o700)
+                try:
+                    self.backups.restic_restore(snapshot, staging, svc.paths(self.cfg.dump_dir))
+                    moved = self.backups._swap_in(svc, staging, snapshot, snapshot)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+                for aside in moved:
+                    shutil.rmtree(aside, ignore_errors=True)
+            else:
+                self.backups.compose.start(svc)
+        except Failure as err:
+            still = f"; BUT the rollback did not finish ({err.message})"
+        journal["finished"] = utc_now()
+        self._write(journal, "rollback" if still else "rolled-back")
+        data = f" with its data from before the upgrade (safety snapshot {snapshot})"
+        raise Failure(
+            f"upgrade of {svc.name} from {old} to {new} failed ({why}); rolled back "
+            f"automatically to {old}{data if snapshot else ''}{still}",
+            snapshot=snapshot,
+        )
+
+    def _recover(
+        self,
+        svc: Service,
+        journal: dict[str, Any],
+        new: str,
+        next_file: str,
+        check: ProxyCheck | None,
+    ) -> dict[str, Any] | None:
+        """An earlier run stopped at journal['step']: finish it or roll it back. Returns the
+        result when the earlier upgrade is finished, None when it is undone (or had changed
+        nothing) and the upgrade asked for now can start from the old version."""
+        step = journal.get("step")
+        if step == "snapshot":  # nothing changed before the snapshot was made
+            os.unlink(self.journal_path(svc.name))
+            return None
+        if step in ("switch", "verify") and journal.get("new_image") == new:
+            result = self._forward(svc, journal, next_file, check)
+            result["message"] = "Finished an interrupted upgrade: " + result["message"]
+            return result
+        try:  # a rollback stopped midway, or a different version is asked for now
+            self._roll_back(svc, journal, journal.get("why") or "it was interrupted")
+        except Failure as err:
+            if journal.get("step") != "rolled-back":
+                raise
+            print(err.message, file=sys.stderr)
+        return None
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -986,12 +1231,22 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     check = sub.add_parser("check", help="check the repository, reading data")
     check.add_argument("--subset", default=None)
     check.add_argument("--read-all", action="store_true")
+    upgrade = sub.add_parser("upgrade", help="move one service to the image of compose.next.yml")
+    upgrade.add_argument("--service", required=True)
+    upgrade.add_argument("--next", required=True, help="the compose file of the new version")
+    upgrade.add_argument("--check-host", help="public name to check through the proxy")
+    upgrade.add_argument("--check-ca", help="CA certificate of the proxy (internal TLS)")
     snaps = sub.add_parser("snapshots", help="list the snapshots as JSON")
     snaps.add_argument("--service")
     return parser.parse_args(argv)
 
 
-RESULT_FILES = {"backup": "last-backup.json", "drill": "last-drill.json"}
+RESULT_FILES = {
+    "backup": "last-backup.json",
+    "drill": "last-drill.json",
+    "restore": "last-restore.json",
+    "upgrade": "last-upgrade.json",
+}
 
 
 def main(argv: Sequence[str] | None = None, shell: Shell | None = None) -> int:
@@ -1004,8 +1259,6 @@ def main(argv: Sequence[str] | None = None, shell: Shell | None = None) -> int:
         return 1
     backups = Backups(cfg, shell)
     result_file = RESULT_FILES.get(args.action)
-    if args.action == "restore":
-        result_file = "last-restore.json"
     extra: dict[str, Any] = {}
     try:
         # init and snapshots only read or make the repository (restic locks it itself)
@@ -1030,6 +1283,11 @@ def main(argv: Sequence[str] | None = None, shell: Shell | None = None) -> int:
             elif args.action == "restore":
                 done = backups.restore(args.service, args.snapshot)
                 extra = {"service": args.service, "safety": done["safety"]}
+            elif args.action == "upgrade":
+                extra = {"service": args.service}
+                check = ProxyCheck(args.check_host, args.check_ca) if args.check_host else None
+                done = Upgrades(backups).upgrade(args.service, args.next, check)
+                extra |= {"from": done["from"], "to": done["to"]}
             else:
                 done = backups.drill(args.snapshot)
         result = record(utc_now(), True, done["snapshot"], done["message"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from telecentre_ctl import compose, yamlio
+from telecentre_ctl import compose, upgrade, yamlio
 
 
 def to_compose_yaml(document: dict[str, Any]) -> str:
@@ -39,4 +39,5 @@ class FilterModule:
             "tc_database_commands": compose.database_commands,
             "tc_database_sql": compose.database_sql,
             "tc_to_yaml": to_compose_yaml,
+            "tc_pin_versions": upgrade.pinned_catalog,
         }
