@@ -18,7 +18,8 @@ Output:
                                 "failing_since", "health_output"}]},
      "disks": [{"mount", "paths", "total_bytes", "used_bytes", "avail_bytes", "percent"}],
      "memory": {"total_bytes", "available_bytes", "percent"} | {"error"},
-     "backup": {"last": {...}|null, "drill": {...}|null, "dir_mtime": str|null, "error"},
+     "backup": {"last": {...}|null, "drill": {...}|null, "dir_mtime": str|null,
+                "upgrades": {service: journal of its last upgrade}, "error"},
      "ca_pem": str|null,
      "updates": {"security": int|null, "total": int|null, "checked": str|null, "error"}}
 """
@@ -209,7 +210,18 @@ def backup_section() -> dict[str, Any]:
         "last": _read_json(os.path.join(BACKUP_DIR, "last-backup.json")),
         "drill": _read_json(os.path.join(BACKUP_DIR, "last-drill.json")),
         "dir_mtime": mtime,
+        "upgrades": _upgrade_journals(),
     }
+
+
+def _upgrade_journals() -> dict[str, Any]:
+    """The journal of each service's last upgrade (telecentre-backup upgrade)."""
+    folder = os.path.join(BACKUP_DIR, "upgrade")
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except OSError:
+        return {}
+    return {n[: -len(".json")]: _read_json(os.path.join(folder, n)) for n in names}
 
 
 def _apt_key() -> list[float]:

@@ -114,6 +114,8 @@ FINDING_CODES = (
     "backup_unreadable",
     "drill_failed",
     "drill_old",
+    "upgrade_rolled_back",
+    "upgrade_interrupted",
     "cert_expiring",
     "cert_expired",
     "ca_expiring",
@@ -147,6 +149,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "backup_unreadable": "L'état des sauvegardes est illisible{where}",
         "drill_failed": "Le dernier test de restauration a échoué{when}",
         "drill_old": "Pas de test de restauration depuis {age}",
+        "upgrade_rolled_back": "La mise à jour de {title} vers {version} a échoué{when} : "
+        "l'ancienne version et ses données ont été remises",
+        "upgrade_interrupted": "La mise à jour de {title} a été interrompue{where} : "
+        "relancez telecentre-ctl upgrade",
         "cert_expiring": "Le certificat de {title} expire dans {days} jour(s)",
         "cert_expired": "Le certificat de {title} a expiré",
         "ca_expiring": "Le certificat du site expire dans {days} jour(s)",
@@ -222,6 +228,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "backup_unreadable": "The backup state cannot be read{where}",
         "drill_failed": "The last restore test failed{when}",
         "drill_old": "No restore test for {age}",
+        "upgrade_rolled_back": "The upgrade of {title} to {version} failed{when}: the "
+        "previous version and its data were put back",
+        "upgrade_interrupted": "The upgrade of {title} was interrupted{where}: run "
+        "telecentre-ctl upgrade again",
         "cert_expiring": "The certificate of {title} expires in {days} day(s)",
         "cert_expired": "The certificate of {title} has expired",
         "ca_expiring": "The site's certificate expires in {days} day(s)",
@@ -783,6 +793,22 @@ class _Judge:
                 level, value = Level.OK, w("backup_ok_value")
             self.checks.append(CheckRow("backup", host, level, label, value, finished))
         self.drill(host, section.get("drill"), host_now)
+        self.upgrades(host, section.get("upgrades"))
+
+    def upgrades(self, host: str, journals: Any) -> None:
+        """The last upgrade of each service (its journal): rolled back, or interrupted."""
+        for service, journal in sorted((journals or {}).items()):
+            if not isinstance(journal, dict) or service not in self.site.catalog:
+                continue
+            title = short_title(self.site, service)
+            step = journal.get("step")
+            if step == "rolled-back":
+                finished = parse_time(journal.get("finished"))
+                version = str(journal.get("new_image", "")).rsplit(":", 1)[-1]
+                self.find(Level.WARNING, "upgrade_rolled_back", host, service, finished,
+                          title=title, version=version, when=self.words.when(finished))  # fmt: skip
+            elif step != "done":
+                self.find(Level.DEGRADED, "upgrade_interrupted", host, service, title=title)
 
     def drill(self, host: str, drill: Any, host_now: datetime) -> None:
         w = self.words

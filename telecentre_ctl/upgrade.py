@@ -10,7 +10,7 @@ are data in the entry, checked by services/schema.json:
 
     upgrade:
       major_steps: 1          # at most this many major versions per upgrade (Nextcloud)
-      migrate_major: true     # a major bump changes the data format: needs --migrate
+      migrate_major: true     # a major bump changes the data format: a migration by hand
       known: [29.0.3-apache]  # earlier versions a host may run, or be moved to with --to
 
 A version's major is the number its tag starts with (30.0.4-apache -> 30). Downgrades are
@@ -203,7 +203,8 @@ def guard(entry: Service, current: str | None, target: str, migrate: bool) -> li
                 entry_file(entry.name),
                 "upgrade.migrate_major",
                 f"{old} -> {new} is a major version of {entry.name}: its data format changes",
-                "dump and reload its databases in the new version: run again with --migrate",
+                f"migrate by hand (README, 'Upgrades': dump each database, start {new} on an "
+                f"empty data folder, reload), or keep {entry.name} at major {old_major}",
             )
         )
     return problems

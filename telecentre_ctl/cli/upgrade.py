@@ -31,18 +31,12 @@ if TYPE_CHECKING:
     metavar="VERSION",
     help="A version the catalogue entry knows (upgrade.known), instead of its pinned one.",
 )
-@click.option(
-    "--migrate",
-    is_flag=True,
-    help="Allow a database engine's major version (its data format changes).",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and results as JSON.")
 @fleet_options
 def upgrade(
     site_dirs: tuple[Path, ...],
     service: str | None,
     to: str | None,
-    migrate: bool,
     as_json: bool,
     parallel: int,
     keep_going: bool,
@@ -53,13 +47,14 @@ def upgrade(
     \b
     First the plan (old -> new version per host and service) and the catalogue's rules:
     refused, with nothing changed (exit 2), a skipped major version where upstream forbids
-    it (upgrade.major_steps: Nextcloud), a database engine's major version without
-    --migrate, a downgrade. Then, for each service, on its host: a restic safety snapshot of
-    its volumes and database (refused before anything changes if the disks lack the
-    space), the new image built or pulled, the switch, and a wait until it is healthy and
-    answers through the proxy. If it does not, image and data are rolled back
-    automatically, and the upgrade stops there (exit 1; `status` shows it). An upgrade
-    interrupted midway (power cut, killed) is finished or rolled back by running it again.
+    it (upgrade.major_steps: Nextcloud), a database engine's major version (its data files
+    need a migration by hand: upgrade.migrate_major), a downgrade. Then, for each service,
+    on its host: a restic safety snapshot of its volumes and database (refused before
+    anything changes if the disks lack the space), the new image built or pulled, the
+    switch, and a wait until it is healthy and answers through the proxy. If it does not,
+    image and data are rolled back automatically, and the upgrade stops there (exit 1;
+    `status` shows it). An upgrade interrupted midway (power cut, killed) is finished or
+    rolled back by running it again.
 
     \b
     Several site folders: the first is the canary, upgraded alone; then the others,
@@ -69,7 +64,6 @@ def upgrade(
     refused by a rule (nothing touched), 3 a host unreachable.
     """
     options = [*(["--service", service] if service else []), *(["--to", to] if to else [])]
-    options += ["--migrate"] if migrate else []
     if len(site_dirs) > 1:
         from telecentre_ctl.cli.fleet import run_sites
 
@@ -77,7 +71,7 @@ def upgrade(
         run_sites("upgrade", sites, options, parallel, keep_going, as_json)
         return
     site = _checked_sites(site_dirs, service)[0]
-    _upgrade_site(site, service, to, migrate, as_json)
+    _upgrade_site(site, service, to, as_json)
 
 
 def _checked_sites(site_dirs: tuple[Path, ...], service: str | None) -> list[Site]:
@@ -105,15 +99,13 @@ def _checked_sites(site_dirs: tuple[Path, ...], service: str | None) -> list[Sit
     return sites
 
 
-def _upgrade_site(
-    site: Site, service: str | None, to: str | None, migrate: bool, as_json: bool
-) -> None:
+def _upgrade_site(site: Site, service: str | None, to: str | None, as_json: bool) -> None:
     from telecentre_ctl import upgrade
 
     if to is not None and service is None:
         raise InvalidInput("--to needs --service", fix="name the service: --service S --to V")
     running = upgrade.read_hosts(site)
-    plan = upgrade.make_plan(site, running, service, to, migrate)
+    plan = upgrade.make_plan(site, running, service, to)
     say(plan.text())
     results: list[dict[str, Any]] = []
     failed: list[str] = []

@@ -395,6 +395,18 @@ CASES: list[tuple[str, list[Callable[[st.HostResult], Any]], st.Level, set[str]]
     ("drill-failed", [drill(finished=ago(days=1), ok=False)], st.Level.DEGRADED, {"drill_failed"}),
     ("drill-old", [drill(finished=ago(days=40), ok=True)], st.Level.WARNING, {"drill_old"}),
     ("drill-never", [probe_set("backup.drill", None)], st.Level.OK, set()),
+    (
+        "upgrade-rolled-back",
+        [probe_set("backup.upgrades", {"radicale": {"step": "rolled-back", "new_image": "r:2"}})],
+        st.Level.WARNING,
+        {"upgrade_rolled_back"},
+    ),
+    (
+        "upgrade-interrupted",
+        [probe_set("backup.upgrades", {"radicale": {"step": "switch"}})],
+        st.Level.DEGRADED,
+        {"upgrade_interrupted"},
+    ),
     # disks and memory
     ("disk-79", [disk(79.9)], st.Level.OK, set()),
     ("disk-80", [disk(80.0)], st.Level.WARNING, {"disk_nearly_full"}),

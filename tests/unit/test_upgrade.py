@@ -49,11 +49,11 @@ def test_nextcloud_goes_one_major_at_a_time() -> None:
     assert "add a version of major 27" in far.fix
 
 
-def test_database_majors_need_migrate_and_downgrades_are_refused() -> None:
+def test_database_majors_need_a_migration_and_downgrades_are_refused() -> None:
     pg = CATALOG["postgres"]
     old = "docker.io/library/postgres:15.10-bookworm"
     (problem,) = upgrade.guard(pg, old, pg.image, migrate=False)
-    assert problem.key == "upgrade.migrate_major" and "--migrate" in problem.fix
+    assert problem.key == "upgrade.migrate_major" and "by hand" in problem.fix
     assert upgrade.guard(pg, old, pg.image, migrate=True) == []
     assert upgrade.guard(pg, "docker.io/library/postgres:16.2-bookworm", pg.image, False) == []
     (down,) = upgrade.guard(pg, pg.image, old, migrate=True)
@@ -255,3 +255,22 @@ def test_upgrade_probe_reads_images_and_journals(tmp_path: Path, monkeypatch: An
         "images": {"radicale": "telecentre/radicale:3.5-1"},
         "journals": {"radicale": {"step": "verify"}},
     }
+
+
+def test_status_shows_rolled_back_and_interrupted_upgrades(tmp_path: Path) -> None:
+    from telecentre_ctl import status as st
+    from tests.unit.test_status import judge, load_variant, probe_set
+
+    site = load_variant(tmp_path, "fr")
+    back = {"radicale": {"step": "rolled-back", "new_image": "telecentre/radicale:3.5-3",
+                         "finished": "2026-01-05T10:32:00Z"}}  # fmt: skip
+    report = judge(site, probe_set("backup.upgrades", back))
+    (found,) = [f for f in report.findings if f.code == "upgrade_rolled_back"]
+    assert found.level == st.Level.WARNING and "3.5-3" in found.message
+    assert "Agendas et contacts" in found.message and report.exit_code == 0
+    stuck = judge(site, probe_set("backup.upgrades", {"radicale": {"step": "verify"}}))
+    (found,) = [f for f in stuck.findings if f.code == "upgrade_interrupted"]
+    assert found.level == st.Level.DEGRADED and stuck.exit_code == 1
+    assert "relancez telecentre-ctl upgrade" in found.message
+    done = judge(site, probe_set("backup.upgrades", {"radicale": {"step": "done"}}))
+    assert not [f for f in done.findings if f.code.startswith("upgrade_")]

@@ -1,0 +1,210 @@
+"""Upgrades for real on a lab host, with lite images: a site running Radicale (and the
+proxy) is deployed from a copy of the catalogue, whose Radicale recipe then changes:
+
+- vN -> vN+1 works and keeps the calendars (a CalDAV client before and after);
+- a broken vN+1 (its healthcheck fails, after it has written into its data) is rolled
+  back automatically: old image, data as before, exit 1, and `status` says so;
+- an upgrade killed midway (SIGKILL of the controller and of the host's upgrade unit) is
+  finished by running it again.
+
+The real catalogue is never changed: the copy is selected with TELECENTRE_SERVICES_DIR.
+Its healthcheck runs every 2 s so that a failing version is found out in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from telecentre_ctl.lab import testing
+from telecentre_ctl.paths import DEMO_SITE, SERVICES_DIR
+from tests.conftest import DeployedSite, LabFactory
+from tests.e2e.clients import fetch_ca, resolve_to
+
+pytestmark = pytest.mark.e2e
+
+JOURNAL = "/var/lib/telecentre/backup/upgrade/radicale.json"
+
+
+class CatalogSite(DeployedSite):
+    """A deployed site whose commands read the catalogue copy."""
+
+    catalog: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "TELECENTRE_SERVICES_DIR": str(self.catalog)}
+
+
+def set_recipe(catalog: Path, tag: str, *, healthy: bool = True, slow: int = 0) -> None:
+    """Radicale's entry at `tag`; its recipe marks its version in the data it serves, and
+    may start slowly or never pass its healthcheck."""
+    entry_file = catalog / "radicale" / "service.yml"
+    entry = yaml.safe_load(entry_file.read_text(encoding="utf-8"))
+    entry["build"]["tag"] = f"telecentre/radicale:{tag}"
+    entry["healthcheck"] |= {"interval": "2s", "retries": 2, "start_period": "60s"}
+    entry_file.write_text(yaml.safe_dump(entry, allow_unicode=True), encoding="utf-8")
+    build, original = catalog / "radicale" / "build", SERVICES_DIR / "radicale" / "build"
+    lines = (original / "entrypoint").read_text(encoding="utf-8").splitlines()
+    extra = [f"sleep {slow}"] if slow else []
+    if not healthy:  # what a bad release does: changes the data, then never works
+        extra.append(f"echo {tag} > /var/lib/radicale/collections/written-by-{tag}")
+    (build / "entrypoint").write_text("\n".join([*lines[:3], *extra, *lines[3:]]) + "\n")
+    check = (original / "healthcheck").read_text(encoding="utf-8")
+    (build / "healthcheck").write_text(check if healthy else "#!/bin/sh\nexit 1\n")
+    dockerfile = (original / "Dockerfile").read_text(encoding="utf-8")
+    (build / "Dockerfile").write_text(dockerfile + f"LABEL org.telecentre.test-release={tag}\n")
+
+
+@pytest.fixture(scope="module")
+def site(lab_factory: LabFactory, tmp_path_factory: pytest.TempPathFactory) -> CatalogSite:
+    base = tmp_path_factory.mktemp("upgrade")
+    catalog = base / "services"
+    shutil.copytree(SERVICES_DIR, catalog)
+    set_recipe(catalog, "3.5-1")
+    name = testing.site_name("upgr")
+    site_dir = testing.write_site(base / name, name, DEMO_SITE / "site.yml")
+    data = yaml.safe_load((site_dir / "site.yml").read_text(encoding="utf-8"))
+    data["services"] = {"radicale": {}}
+    (site_dir / "site.yml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    lab = lab_factory(site_dir, 1)
+    deployed = CatalogSite(lab=lab, site_dir=site_dir, config=base / "config")
+    deployed.catalog = catalog
+    deployed.cli("secrets", str(site_dir))
+    deployed.deploy()
+    return deployed
+
+
+@pytest.fixture(scope="module")
+def calendar(site: CatalogSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A CalDAV client's view of the site; one event made before any upgrade."""
+    import caldav
+
+    ca = fetch_ca(site, tmp_path_factory.mktemp("ca") / "ca.crt")
+    domain = f"{site.name}.home.arpa"
+    password = site.secrets()["radicale"]["admin_password"]
+    uid = f"{uuid.uuid4()}@telecentre"
+
+    def events() -> list[str]:
+        client = caldav.DAVClient(
+            url=f"https://agenda.{domain}/admin/",
+            username="admin",
+            password=password,
+            ssl_verify_cert=str(ca),
+        )
+        return [e.data for c in client.principal().calendars() for e in c.events()]
+
+    with resolve_to(domain, site.address):
+        client = caldav.DAVClient(
+            url=f"https://agenda.{domain}/admin/",
+            username="admin",
+            password=password,
+            ssl_verify_cert=str(ca),
+        )
+        client.principal().make_calendar(name="Atelier").save_event(
+            "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//telecentre-ctl//e2e//FR\nBEGIN:VEVENT\n"
+            f"UID:{uid}\nDTSTAMP:20261129T090000Z\nDTSTART:20261201T090000Z\n"
+            "DTEND:20261201T100000Z\nSUMMARY:Café réparation\nEND:VEVENT\nEND:VCALENDAR\n"
+        )
+        events.uid = uid  # type: ignore[attr-defined]
+        yield events
+
+
+def running_image(site: CatalogSite) -> str:
+    return site.run("docker inspect --format '{{.Config.Image}}' tc-radicale").stdout.strip()
+
+
+def upgrade_json(site: CatalogSite, code: int) -> dict[str, Any]:
+    proc = site.cli("upgrade", str(site.site_dir), "--json", check=False)
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    data: dict[str, Any] = json.loads(proc.stdout)
+    data["_stderr"] = proc.stderr
+    return data
+
+
+def has_event(calendar: Any) -> bool:
+    return any(calendar.uid in text and "Café réparation" in text for text in calendar())
+
+
+def test_upgrade_to_the_next_version_keeps_the_data(site: CatalogSite, calendar: Any) -> None:
+    set_recipe(site.catalog, "3.5-2")
+    done = upgrade_json(site, 0)
+    (step,) = [s for s in done["plan"] if s["needed"]]
+    assert (step["service"], step["from"], step["to"]) == ("radicale", "3.5-1", "3.5-2")
+    assert "3.5-1 -> 3.5-2" in done["_stderr"]
+    (host,) = done["upgrades"][0]["hosts"]
+    assert host["ok"] and "answering through the proxy" in host["message"], host
+    assert running_image(site) == "telecentre/radicale:3.5-2"
+    assert has_event(calendar)
+    snapshots = json.loads(site.run("telecentre-backup snapshots").stdout)
+    safety = [s for s in snapshots if "upgrade" in (s.get("tags") or [])]
+    assert safety and safety[-1]["short_id"] == host["snapshot"]
+    again = upgrade_json(site, 0)  # nothing left to do
+    assert not [s for s in again["plan"] if s["needed"]] and not again["upgrades"]
+
+
+def test_a_broken_version_is_rolled_back_with_its_data(site: CatalogSite, calendar: Any) -> None:
+    set_recipe(site.catalog, "3.5-3", healthy=False)
+    failed = upgrade_json(site, 1)
+    (host,) = failed["upgrades"][0]["hosts"]
+    assert not host["ok"] and "rolled back automatically to 3.5-2" in host["message"], host
+    assert "rolled back" in failed["_stderr"]
+    assert running_image(site) == "telecentre/radicale:3.5-2"
+    health = site.run("docker inspect --format '{{.State.Health.Status}}' tc-radicale")
+    assert health.stdout.strip() == "healthy"
+    written = site.run("ls /srv/telecentre/radicale/collections").stdout
+    assert "written-by-3.5-3" not in written  # the data is the one from before
+    assert has_event(calendar)
+    report = json.loads(site.cli("status", str(site.site_dir), "--json", check=False).stdout)
+    found = [f for f in report["sites"][0]["findings"] if f["code"] == "upgrade_rolled_back"]
+    assert found and "3.5-3" in found[0]["message"], report["sites"][0]["findings"]
+
+
+def test_an_upgrade_killed_midway_is_finished_by_running_it_again(
+    site: CatalogSite, calendar: Any
+) -> None:
+    set_recipe(site.catalog, "3.5-4", slow=8)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "telecentre-ctl"), "upgrade", str(site.site_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=site.env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        step = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = site.run(f"cat {JOURNAL}", check=False).stdout
+            journal = json.loads(text) if text.strip() else {}
+            step = journal.get("step") if journal.get("new_image", "").endswith("3.5-4") else None
+            if step in ("switch", "verify"):
+                break
+            time.sleep(0.3)
+        assert step in ("switch", "verify"), f"the upgrade never reached the switch ({step})"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    site.run("systemctl kill --signal=SIGKILL telecentre-upgrade.service", check=False)
+    journal = json.loads(site.run(f"cat {JOURNAL}").stdout)
+    assert journal["step"] in ("switch", "verify")  # killed midway indeed
+    done = upgrade_json(site, 0)
+    assert "interrupted upgrade" in done["_stderr"]
+    (host,) = done["upgrades"][0]["hosts"]
+    assert host["message"].startswith("Finished an interrupted upgrade"), host
+    assert running_image(site) == "telecentre/radicale:3.5-4"
+    assert json.loads(site.run(f"cat {JOURNAL}").stdout)["step"] == "done"
+    assert has_event(calendar)
