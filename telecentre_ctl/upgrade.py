@@ -35,7 +35,7 @@ from telecentre_ctl.errors import InvalidInput, Problem
 
 if TYPE_CHECKING:
     from telecentre_ctl.catalog import Service
-    from telecentre_ctl.site import Site
+    from telecentre_ctl.site import Host, Site
 
 JOURNAL_FINAL = ("done", "rolled-back")
 _PART = re.compile(r"(\d+)")
@@ -282,26 +282,26 @@ def read_hosts(site: Site, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
     from concurrent.futures import ThreadPoolExecutor
 
     from telecentre_ctl.errors import HostUnreachable
-    from telecentre_ctl.remote import RemoteError, SshTarget, connect, run_script
+    from telecentre_ctl.remote import RemoteError, connect, run_script
 
     source = probe_source()
     placement = site.placement()
 
-    def one(name: str, host_vars: dict[str, Any]) -> dict[str, Any]:
-        target = SshTarget.from_vars(name, host_vars)
+    def one(host: Host) -> dict[str, Any]:
+        target = host.connection
         deadline = time.monotonic() + timeout
-        client = connect(target, deadline)
+        session = connect(target, deadline)
         try:
-            raw = run_script(client, target, source, [json.dumps(placement[name])], deadline)
+            raw = run_script(session, target, source, [json.dumps(placement[host.name])], deadline)
         finally:
-            client.close()
+            session.close()
         answer = json.loads(raw)
         if not isinstance(answer, dict):
             raise ValueError("not a JSON object")
         return answer
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(site.hosts)))) as pool:
-        futures = {h.name: pool.submit(one, h.name, h.vars) for h in site.hosts}
+        futures = {h.name: pool.submit(one, h) for h in site.hosts}
     found, down = {}, []
     for name, future in futures.items():
         try:

@@ -208,3 +208,30 @@ def test_an_upgrade_killed_midway_is_finished_by_running_it_again(
     assert running_image(site) == "telecentre/radicale:3.5-4"
     assert json.loads(site.run(f"cat {JOURNAL}").stdout)["step"] == "done"
     assert has_event(calendar)
+
+
+def test_fleet_upgrade_isolates_a_site_whose_host_is_down(
+    site: CatalogSite, tmp_path: Path
+) -> None:
+    """Two telecentres: this one, and one whose only host does not answer (nothing listens
+    at its address). The canary first: when it is the dead one, the other is not run;
+    with --keep-going it is, and the exit code is the worst (3)."""
+    name = testing.site_name("dead")
+    dead = testing.write_site(tmp_path / "dead", name, site.site_dir / "site.yml")
+    (dead / "hosts.yml").write_text(
+        yaml.safe_dump({"telecentre": {"hosts": {"dead-1": {
+            "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "root"}}}})
+    )  # fmt: skip
+    site.cli("secrets", str(dead))
+    args = ("upgrade", str(dead), str(site.site_dir), "--json")
+    stopped = site.cli(*args, check=False)
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    runs = {r["dir"]: r for r in json.loads(stopped.stdout)["sites"]}
+    assert runs[str(dead)]["canary"] and runs[str(dead)]["state"] == "unreachable"
+    assert runs[str(site.site_dir)]["state"] == "not run"
+    assert "SITE" in stopped.stderr and "canary" in stopped.stderr  # the summary table
+    both = site.cli(*args, "--keep-going", check=False)
+    assert both.returncode == 3, both.stderr[-3000:]
+    runs = {r["dir"]: r for r in json.loads(both.stdout)["sites"]}
+    assert runs[str(site.site_dir)]["state"] == "ok"
+    assert runs[str(dead)]["state"] == "unreachable" and "dead-1" in runs[str(dead)]["message"]
