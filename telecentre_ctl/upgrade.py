@@ -307,7 +307,7 @@ def read_hosts(site: Site, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
         try:
             found[name] = future.result()
         except RemoteError as err:
-            down.append(f"{name}: {err.message}")
+            down.append(err.message)
         except ValueError as err:
             down.append(f"{name}: the upgrade probe answered no JSON ({err})")
     if down:

@@ -218,9 +218,11 @@ def test_fleet_upgrade_isolates_a_site_whose_host_is_down(
     with --keep-going it is, and the exit code is the worst (3)."""
     name = testing.site_name("dead")
     dead = testing.write_site(tmp_path / "dead", name, site.site_dir / "site.yml")
+    known = site.lab.state.paths.known_hosts  # a real known_hosts: the port is what fails
     (dead / "hosts.yml").write_text(
         yaml.safe_dump({"telecentre": {"hosts": {"dead-1": {
-            "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "root"}}}})
+            "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "root",
+            "tc_known_hosts_file": str(known)}}}})
     )  # fmt: skip
     site.cli("secrets", str(dead))
     args = ("upgrade", str(dead), str(site.site_dir), "--json")
