@@ -264,6 +264,30 @@ def obsolete_services(compose_files: list[str], host_services: list[str]) -> lis
     return sorted(installed - set(host_services))
 
 
+def leftover_services(
+    compose_files: list[str],
+    data_dirs: list[str],
+    host_services: list[str],
+    placement: dict[str, list[str]],
+    catalog: dict[str, Any],
+) -> dict[str, Any]:
+    """What a host keeps of services it no longer runs: their compose projects (paths of
+    compose.yml) and their data folders (DATA_DIR/<service>, maybe left by an earlier
+    deploy without --purge). `placement` is the whole site's (host -> services):
+      removed: [services no host of the site runs any more]; --purge deletes their data;
+      moved:   {service: [hosts that run it now]}; its data here is never purged (it may
+               be the only copy: moving or deleting it is for the volunteer).
+    Only folders named after catalogue entries count: nothing else in DATA_DIR is touched."""
+    found = set(obsolete_services(compose_files, host_services))
+    found |= {p.rstrip("/").split("/")[-1] for p in data_dirs} & set(catalog)
+    found -= set(host_services)
+    runs = {name: sorted(h for h, placed in placement.items() if name in placed) for name in found}
+    return {
+        "removed": sorted(n for n in found if not runs[n]),
+        "moved": {n: runs[n] for n in sorted(found) if runs[n]},
+    }
+
+
 def proxy_routes(
     host_services: list[str], site: dict[str, Any], catalog: dict[str, Any]
 ) -> list[dict[str, Any]]:

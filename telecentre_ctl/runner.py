@@ -35,11 +35,9 @@ MASK = "********"
 # catalogue never generates such short secrets).
 MIN_SECRET_LEN = 6
 
-# Ansible's defaults for the connection, for comparison (bench/bench_deploy.py).
-ANSIBLE_DEFAULT_CONNECTION = {
-    "ANSIBLE_PIPELINING": "False",
-    "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPersist=no",
-}
+
+# A debug task's message is a note for the person deploying: shown in the summary.
+DEBUG_ACTIONS = ("debug", "ansible.builtin.debug", "ansible.legacy.debug")
 
 RESULT_EVENTS = {
     "runner_on_ok": "ok",
@@ -170,6 +168,7 @@ class HostProgress:
     task: str = ""
     finished: bool = False
     message: str = ""
+    notes: list[str] = field(default_factory=list)  # what the roles' debug tasks told
 
     @property
     def status(self) -> str:
@@ -267,6 +266,8 @@ class EventTracker:
             progress.ok += 1
             if res.get("changed"):
                 progress.changed += 1
+            if str(data.get("task_action", "")) in DEBUG_ACTIONS:
+                progress.notes += _notes(res)
         elif outcome == "failed" and not data.get("ignore_errors"):
             progress.failed += 1
             progress.message = _first_line(res.get("msg", "")) or progress.message
@@ -303,6 +304,17 @@ class EventTracker:
             progress.finished = True
 
 
+def _notes(res: Mapping[str, Any]) -> list[str]:
+    """A debug task's message(s), one per loop item that ran: the roles' notes to the user."""
+    results = res.get("results")
+    items: list[Any] = results if isinstance(results, list) else [res]
+    return [
+        " ".join(str(r["msg"]).split())
+        for r in items
+        if isinstance(r, Mapping) and r.get("msg") and not r.get("skipped")
+    ]
+
+
 def _first_line(text: Any) -> str:
     lines = str(text).strip().splitlines()
     return lines[0][:200] if lines else ""
@@ -323,7 +335,7 @@ class RunRequest:
     check: bool = False
     extravars: dict[str, Any] = field(default_factory=dict)
     tags: str | None = None  # only these tags (comma-separated), e.g. "base,docker"
-    env: dict[str, str] = field(default_factory=dict)  # e.g. ANSIBLE_DEFAULT_CONNECTION
+    env: dict[str, str] = field(default_factory=dict)  # e.g. ANSIBLE_FORKS (bench/)
     secrets: list[str] = field(default_factory=list)  # values to mask in the log
 
 

@@ -257,5 +257,7 @@ def print_summary(out: TextIO, result: RunResult) -> None:
         )
         if h.message and h.status in ("failed", "unreachable"):
             line += f"\n  {' ' * width}  {h.message}"
+        for note in h.notes:
+            line += f"\n  {' ' * width}  note: {note}"
         out.write(line + "\n")
     out.flush()

@@ -18,6 +18,7 @@ def test_every_filter_is_registered() -> None:
         "tc_proxy_routes",
         "tc_portal_entries",
         "tc_obsolete_services",
+        "tc_leftover_services",
         "tc_secret_files",
         "tc_volume_dirs",
         "tc_database_sql",
@@ -33,6 +34,25 @@ def test_obsolete_services() -> None:
     ]
     assert compose.obsolete_services(found, ["radicale", "proxy"]) == ["webdav"]
     assert compose.obsolete_services([], ["radicale"]) == []
+
+
+def test_leftover_services_split_removed_from_moved() -> None:
+    """Box1 ran webdav, radicale and dokuwiki. Radicale moved to box2; dokuwiki left the
+    site; nextcloud's project went in an earlier deploy but its data folder is still here;
+    a folder that is no service is not ours to touch."""
+    projects = [
+        f"/opt/telecentre/{s}/compose.yml" for s in ("webdav", "radicale", "dokuwiki", "proxy")
+    ]
+    data = [
+        f"/srv/telecentre/{d}" for d in ("webdav", "radicale", "dokuwiki", "nextcloud", "notes")
+    ]
+    placement = {"box1": ["webdav", "proxy"], "box2": ["radicale", "proxy"], "box3": ["radicale"]}
+    left = compose.leftover_services(projects, data, placement["box1"], placement, CATALOG)
+    assert left == {"removed": ["dokuwiki", "nextcloud"], "moved": {"radicale": ["box2", "box3"]}}
+    # where everything still runs, nothing is left over
+    assert compose.leftover_services(projects[:1], data[:1], ["webdav"], placement, CATALOG) == {
+        "removed": [], "moved": {},
+    }  # fmt: skip
 
 
 def test_secret_files_and_env() -> None:

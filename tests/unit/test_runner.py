@@ -78,6 +78,18 @@ def _event(kind: str, host: str = "", **data: Any) -> dict[str, Any]:
     return {"event": kind, "event_data": event_data, "created": "2026-01-01T00:00:00.000000"}
 
 
+def test_debug_messages_are_notes_in_the_summary() -> None:
+    t = runner.EventTracker(total=2)
+    debug = {"task_action": "ansible.builtin.debug"}
+    t.feed(_event("runner_on_ok", "a", task="n", res={"msg": "radicale now\n runs on b"}, **debug))
+    looped = {"results": [{"msg": "one"}, {"skipped": True, "msg": "no"}, {"msg": "two"}]}
+    t.feed(_event("runner_on_ok", "a", task="m", res=looped, **debug))
+    t.feed(_event("runner_on_ok", "a", task="x", res={"msg": "not a note"}, task_action="command"))
+    t.feed(_event("runner_on_skipped", "a", task="s", res={"msg": "skipped"}, **debug))
+    assert t.hosts["a"].notes == ["radicale now runs on b", "one", "two"]
+    assert t.hosts["a"].summary()["notes"] == t.hosts["a"].notes
+
+
 def _stats(**per_host: dict[str, int]) -> dict[str, Any]:
     keys = ("ok", "changed", "failures", "dark", "skipped")
     data = {k: {h: c.get(k, 0) for h, c in per_host.items()} for k in keys}
@@ -121,7 +133,7 @@ def test_exit_codes_unreachable_over_failed_over_ok() -> None:
     data = _result(a={"ok": 1, "changed": 1}).as_data()
     assert data["hosts"]["a"] == {
         "name": "a", "ok": 1, "changed": 1, "failed": 0, "unreachable": 0, "skipped": 0,
-        "message": "", "status": "changed",
+        "message": "", "notes": [], "status": "changed",
     }  # fmt: skip
 
 

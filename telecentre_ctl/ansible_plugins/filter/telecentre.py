@@ -33,6 +33,7 @@ class FilterModule:
             "tc_db_identifier": compose.db_identifier,
             "tc_database_of": compose.database_of,
             "tc_obsolete_services": compose.obsolete_services,
+            "tc_leftover_services": compose.leftover_services,
             "tc_volume_dirs": compose.volume_dirs,
             "tc_secret_files": compose.secret_files,
             "tc_secret_env": compose.secret_env,

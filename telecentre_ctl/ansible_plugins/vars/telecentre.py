@@ -6,6 +6,7 @@ group `telecentre` receives:
   tc_catalog         the whole catalogue: {service: entry}
   tc_layout          where things live on a host (telecentre_ctl.compose.layout)
   tc_secrets         secrets.yml, decrypted with the vault password Ansible was given
+  tc_site_placement  every host's services: {host: [services]} (what runs elsewhere)
 and each host its own:
   tc_host_services   what the host runs (dependencies, apps, proxy)
   tc_firewall_ports  [{port, protocol}] to open: 22, 80, 443, the site's and the services'
@@ -60,6 +61,7 @@ class VarsModule(BaseVarsPlugin):  # type: ignore[misc]
                 "tc_site": site.as_data(),
                 "tc_catalog": site.catalog.as_data(),
                 "tc_layout": layout(),
+                "tc_site_placement": site.placement(),
             }
             secrets_file = site_dir / "secrets.yml"
             if secrets_file.is_file():
