@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from telecentre_ctl import yamlio
+from telecentre_ctl import compose, yamlio
 from telecentre_ctl.errors import InvalidInput, Problem
 from telecentre_ctl.paths import SCHEMA_FILE, SERVICES_DIR
 
@@ -184,6 +184,50 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
                 "pin a tag that starts with the version number, or drop the major rules",
             )
         )
+    for vol in data.get("volume_owners", {}):
+        if vol not in data.get("volumes", {}):
+            problems.append(
+                Problem(
+                    shown,
+                    f"volume_owners.{vol}",
+                    "not a declared volume",
+                    "list only names declared under volumes:",
+                )
+            )
+    for src in data.get("files", {}):
+        if ".." in src.split("/") or not (SERVICES_DIR / name / src).is_file():
+            problems.append(
+                Problem(
+                    shown,
+                    f"files.{src}",
+                    "no such file in the catalogue folder",
+                    f"add services/{name}/{src}",
+                )
+            )
+    for i, timer in enumerate(data.get("timers", [])):
+        try:
+            compose.timer_calendar(timer["every"])
+        except ValueError as err:
+            problems.append(
+                Problem(shown, f"timers.{i}.every", str(err), "use e.g. 5m, 15m, 1h or 6h")
+            )
+    for secret, spec in data.get("secrets", {}).items():
+        source = str(spec.get("same_as", ""))
+        owner = source.partition(".")[0]
+        if (
+            source
+            and source not in compose.PROVIDED_SECRETS
+            and owner not in data.get("depends", [])
+        ):
+            problems.append(
+                Problem(
+                    shown,
+                    f"secrets.{secret}.same_as",
+                    f"{source!r} is neither a dependency's secret nor one the site gives",
+                    "share a secret of a service listed in depends:, or "
+                    + ", ".join(compose.PROVIDED_SECRETS),
+                )
+            )
     build = data.get("build")
     if build and not (SERVICES_DIR / name / build["context"] / "Dockerfile").is_file():
         problems.append(
@@ -219,6 +263,28 @@ def load_catalog(root: Path = SERVICES_DIR) -> Catalog:
             continue
         services[name] = Service(name=name, kind=data["kind"], data=data)
     for service in services.values():
+        shown = f"services/{service.name}/service.yml"
+        for secret, spec in service.secrets.items():
+            owner, _, other = str(spec.get("same_as", "")).partition(".")
+            if owner in services and other not in services[owner].secrets:
+                problems.append(
+                    Problem(
+                        shown,
+                        f"secrets.{secret}.same_as",
+                        f"{owner} has no secret {other!r}",
+                        f"name one of services/{owner}/service.yml's secrets",
+                    )
+                )
+        for other in service.data.get("colocated_with", []):
+            if other not in services or services[other].kind != "app":
+                problems.append(
+                    Problem(
+                        shown,
+                        "colocated_with",
+                        f"{other!r} is not an app of the catalogue",
+                        "name an app",
+                    )
+                )
         for dep in service.depends:
             if dep not in services or services[dep].kind != "dependency":
                 problems.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ DATA_DIR = "/srv/telecentre"  # service data, one folder per volume: what backup
 PROXY_NETWORK = "telecentre"
 PROXY_SUBNET = "172.31.240.0/24"
 DATA_NETWORK = "telecentre_data"  # internal: databases are never reachable from outside
+# Root certificate of the proxy's internal CA (LAN sites), in its data volume.
+SITE_CA_SOURCE = f"{DATA_DIR}/proxy/data/pki/authorities/local/root.crt"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's bundle of public CAs
 LOG_DRIVER = "local"  # compressed, rotated; the docker role makes it the engine's default too
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9-]+))?\}")
@@ -24,6 +28,7 @@ PLACEHOLDERS = {
     "host",
     "url",
     "host_of",
+    "url_of",
     "db_host",
     "db_name",
     "db_user",
@@ -33,8 +38,17 @@ PLACEHOLDERS = {
     "locale",
     "admin_email",
     "base_domain",
+    "site_ca",
+    *(f"smtp_{key}" for key in ("host", "port", "security", "ssl", "username")),
+    *(f"smtp_from{part}" for part in ("", "_local", "_domain")),
 }
 DATABASE_ENGINES = ("postgres", "mariadb")
+# Secrets an admin gives (never generated), and whether a site has them.
+PROVIDED_SECRETS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "smtp.password": lambda site: bool((site.get("smtp") or {}).get("username")),
+}
+JOB_PREFIX = "tc-job"  # systemd units of the catalogue's timers: tc-job-<service>-<timer>
+DEFAULT_JOB_TIMEOUT = "30m"
 
 
 def subdomain(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> str:
@@ -55,6 +69,26 @@ def db_identifier(name: str) -> str:
     return "tc_" + name.replace("-", "_")
 
 
+def smtp_value(key: str, site: dict[str, Any]) -> str:
+    """One field of the site's SMTP relay ('' when the site has none)."""
+    smtp = site.get("smtp") or {}
+    if not smtp:
+        return ""
+    sender = str(smtp.get("from") or site["admin_email"])
+    values = {
+        "host": smtp["host"],
+        "port": smtp.get("port", ""),
+        "security": smtp.get("security", "starttls"),
+        # Nextcloud's word for implicit TLS; empty for STARTTLS or none
+        "ssl": "ssl" if smtp.get("security") == "force_tls" else "",
+        "username": smtp.get("username", ""),
+        "from": sender,
+        "from_local": sender.rpartition("@")[0],
+        "from_domain": sender.rpartition("@")[2],
+    }
+    return str(values[key])
+
+
 def fill(value: Any, name: str, site: dict[str, Any], catalog: dict[str, Any]) -> Any:
     """Replace {placeholders} in one env value. Unknown placeholders raise ValueError."""
     if not isinstance(value, str):
@@ -69,6 +103,13 @@ def fill(value: Any, name: str, site: dict[str, Any], catalog: dict[str, Any]) -
             return f"https://{fqdn(name, site, catalog)}"
         if key == "host_of" and arg in catalog and "route" in catalog[arg]:
             return fqdn(arg, site, catalog)
+        if key == "url_of" and arg in catalog and "route" in catalog[arg]:
+            enabled = arg in (site.get("services") or {})
+            return f"https://{fqdn(arg, site, catalog)}" if enabled else ""
+        if key.startswith("smtp_") and key in PLACEHOLDERS:
+            return smtp_value(key[len("smtp_") :], site)
+        if key == "site_ca" and "site_ca" in entry:
+            return str(entry["site_ca"]["path"]) if site.get("tls") == "internal" else ""
         if key == "db_host" and database_of(entry):
             return str(database_of(entry))
         if key in ("db_name", "db_user"):
@@ -89,14 +130,51 @@ def memory_mb(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> int:
     return int(option or catalog[name]["memory_mb"])
 
 
-def secret_env(name: str, catalog: dict[str, Any]) -> list[str]:
-    """Secrets the image only accepts as environment variables (they go to a 0600 env file)."""
-    return [s for s, spec in catalog[name].get("secrets", {}).items() if "env" in spec]
+def environment(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, str]:
+    """The non-secret environment of a service. A value made only of placeholders that
+    fill to nothing (an SMTP relay the site has not, a service it does not run) is left
+    out, so the image sees the variable unset rather than empty."""
+    env = {}
+    for key, value in catalog[name].get("env", {}).items():
+        filled = str(fill(value, name, site, catalog))
+        if filled or not (isinstance(value, str) and PLACEHOLDER_RE.search(value)):
+            env[key] = filled
+    return env
 
 
-def env_file_lines(name: str, catalog: dict[str, Any], values: dict[str, str]) -> list[str]:
+def secret_given(spec: dict[str, Any], site: dict[str, Any]) -> bool:
+    """Whether a secret of an entry exists on this site: generated ones always do; one
+    the site's admin provides (smtp.password) only when the site uses it."""
+    source = spec.get("same_as")
+    return source not in PROVIDED_SECRETS or PROVIDED_SECRETS[source](site)
+
+
+def secret_source(name: str, secret: str, spec: dict[str, Any]) -> tuple[str, str]:
+    """(service, secret) of tc_secrets holding the value: its own, or the one it shares."""
+    owner, _, other = str(spec.get("same_as", f"{name}.{secret}")).partition(".")
+    return owner, other
+
+
+def _secrets(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:
     specs = catalog[name].get("secrets", {})
-    return [f"{specs[s]['env']}={values[s]}" for s in secret_env(name, catalog)]
+    return {s: spec for s, spec in specs.items() if secret_given(spec, site)}
+
+
+def secret_env(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> list[str]:
+    """Secrets the image only accepts as environment variables (they go to a 0600 env file)."""
+    return [s for s, spec in _secrets(name, site, catalog).items() if "env" in spec]
+
+
+def env_file_lines(
+    name: str, site: dict[str, Any], catalog: dict[str, Any], values: dict[str, dict[str, str]]
+) -> list[str]:
+    """Lines of the 0600 env file; `values` is the whole tc_secrets."""
+    specs = catalog[name].get("secrets", {})
+    lines = []
+    for secret in secret_env(name, site, catalog):
+        owner, key = secret_source(name, secret, specs[secret])
+        lines.append(f"{specs[secret]['env']}={values[owner][key]}")
+    return lines
 
 
 def image_ref(entry: dict[str, Any]) -> str:
@@ -128,8 +206,20 @@ def recipe_digest(folder: Path | str, base: str = "") -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:
-    """The compose document for one service on a host."""
+def literal(value: str) -> str:
+    """A catalogue string as Compose must see it to pass it on unchanged: Compose would
+    otherwise read $NAME and $(...) as its own variables."""
+    return value.replace("$", "$$")
+
+
+def compose_project(
+    name: str,
+    site: dict[str, Any],
+    catalog: dict[str, Any],
+    host_services: list[str] | None = None,
+) -> dict[str, Any]:
+    """The compose document for one service on a host (`host_services`: what the host
+    runs, which the proxy's network aliases follow)."""
     entry = catalog[name]
     project_dir = f"{OPT_DIR}/{name}"
     service: dict[str, Any] = {
@@ -137,35 +227,43 @@ def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) ->
         "container_name": f"tc-{name}",
         "restart": "unless-stopped",
         "mem_limit": f"{memory_mb(name, site, catalog)}m",
-        "security_opt": ["no-new-privileges:true"],
         "logging": {"driver": LOG_DRIVER, "options": dict(LOG_OPTIONS)},
         "labels": {"org.telecentre.site": site["name"], "org.telecentre.service": name},
     }
+    if entry.get("no_new_privileges", True):
+        service["security_opt"] = ["no-new-privileges:true"]
     if "cap_add" in entry:
         service["cap_drop"] = ["ALL"]
         if entry["cap_add"]:
             service["cap_add"] = list(entry["cap_add"])
     if entry.get("read_only"):
         service["read_only"] = True
-    for key in ("user", "command", "tmpfs"):
+    for key in ("user", "tmpfs"):
         if key in entry:
             service[key] = list(entry[key]) if isinstance(entry[key], list) else entry[key]
+    if "command" in entry:
+        service["command"] = [literal(word) for word in entry["command"]]
 
-    env = {k: str(fill(v, name, site, catalog)) for k, v in entry.get("env", {}).items()}
-    secrets = entry.get("secrets", {})
+    env = environment(name, site, catalog)
+    secrets = _secrets(name, site, catalog)
     file_secrets = sorted(s for s, spec in secrets.items() if "env" not in spec)
     for secret in file_secrets:
         if "file_env" in secrets[secret]:
             env[secrets[secret]["file_env"]] = f"/run/secrets/{secret}"
     if env:
-        service["environment"] = dict(sorted(env.items()))
-    if secret_env(name, catalog):
+        service["environment"] = {k: literal(v) for k, v in sorted(env.items())}
+    if secret_env(name, site, catalog):
         service["env_file"] = [f"{project_dir}/secrets.env"]
     if file_secrets:
         service["secrets"] = file_secrets
 
     volumes = [f"{DATA_DIR}/{name}/{vol}:{path}" for vol, path in entry.get("volumes", {}).items()]
     volumes += [f"{OPT_DIR}/{src}:{dst}:ro" for src, dst in entry.get("config_mounts", {}).items()]
+    volumes += [
+        f"{project_dir}/files/{src}:{dst}:ro" for src, dst in entry.get("files", {}).items()
+    ]
+    if "site_ca" in entry and site.get("tls") == "internal":
+        volumes.append(f"{site_ca_file(name)}:{entry['site_ca']['path']}:ro")
     if volumes:
         service["volumes"] = volumes
     ports = [
@@ -174,13 +272,20 @@ def compose_project(name: str, site: dict[str, Any], catalog: dict[str, Any]) ->
     if ports:
         service["ports"] = ports
     if "healthcheck" in entry:
-        service["healthcheck"] = dict(entry["healthcheck"])
+        check = dict(entry["healthcheck"])
+        check["test"] = [literal(word) for word in check["test"]]
+        service["healthcheck"] = check
 
     uses_data = entry["kind"] == "dependency" or bool(entry.get("depends"))
     networks = ([PROXY_NETWORK] if entry["kind"] != "dependency" else []) + (
         [DATA_NETWORK] if uses_data else []
     )
-    service["networks"] = networks
+    aliases = route_aliases(name, host_services or [], site, catalog)
+    if aliases:
+        service["networks"] = {n: ({"aliases": aliases} if n == PROXY_NETWORK else None)
+                               for n in networks}  # fmt: skip
+    else:
+        service["networks"] = networks
     doc: dict[str, Any] = {
         "name": f"tc-{name}",
         "services": {name: service},
@@ -202,22 +307,154 @@ def layout() -> dict[str, str]:
         "proxy_subnet": PROXY_SUBNET,
         "data_network": DATA_NETWORK,
         "services_dir": str(SERVICES_DIR),
+        "site_ca": SITE_CA_SOURCE,
+        "host_ca_bundle": HOST_CA_BUNDLE,
     }
 
 
-def volume_dirs(name: str, catalog: dict[str, Any]) -> list[str]:
-    """Host folders of a service's data volumes (created once; the service owns them after)."""
-    return [f"{DATA_DIR}/{name}/{vol}" for vol in catalog[name].get("volumes", {})]
+def volume_dirs(name: str, catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """Host folders of a service's data volumes, [{path, uid, gid}]: created once, with
+    the owner its entry gives (root otherwise); the service owns them after."""
+    owners = catalog[name].get("volume_owners", {})
+    found = []
+    for vol in catalog[name].get("volumes", {}):
+        uid, _, gid = str(owners.get(vol, "0:0")).partition(":")
+        found.append({"path": f"{DATA_DIR}/{name}/{vol}", "uid": int(uid), "gid": int(gid)})
+    return found
 
 
-def secret_files(name: str, catalog: dict[str, Any]) -> list[dict[str, Any]]:
-    """Secrets given to the container as files: [{name, path, uid}], written with mode 0600."""
-    specs = catalog[name].get("secrets", {})
+def secret_files(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """Secrets given to the container as files, written with mode 0600:
+    [{name, path, uid, source: [service, secret] of tc_secrets holding the value}]."""
+    specs = _secrets(name, site, catalog)
     return [
-        {"name": s, "path": f"{OPT_DIR}/{name}/secrets/{s}", "uid": specs[s].get("uid", 0)}
+        {
+            "name": s,
+            "path": f"{OPT_DIR}/{name}/secrets/{s}",
+            "uid": specs[s].get("uid", 0),
+            "source": list(secret_source(name, s, specs[s])),
+        }
         for s in sorted(specs)
         if "env" not in specs[s]
     ]
+
+
+def provided_secrets(site: dict[str, Any]) -> list[tuple[str, str]]:
+    """(owner, secret) the site's admin must put in the vault (never generated)."""
+    return [
+        (key.partition(".")[0], key.partition(".")[2])
+        for key, present in PROVIDED_SECRETS.items()
+        if present(site)
+    ]
+
+
+def site_ca_file(name: str) -> str:
+    """Where the role puts the site's CA (or the bundle with it) for a service."""
+    return f"{OPT_DIR}/{name}/site-ca.crt"
+
+
+def needs_site_ca(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> bool:
+    return "site_ca" in catalog[name] and site.get("tls") == "internal"
+
+
+def shipped_files(name: str, catalog: dict[str, Any]) -> list[dict[str, str]]:
+    """Files of the catalogue folder a service mounts: [{src (relative), dest (on host)}]."""
+    return [
+        {"src": src, "dest": f"{OPT_DIR}/{name}/files/{src}"}
+        for src in sorted(catalog[name].get("files", {}))
+    ]
+
+
+def route_aliases(
+    name: str, host_services: list[str], site: dict[str, Any], catalog: dict[str, Any]
+) -> list[str]:
+    """Public names the service answers to on the proxy network: for the proxy, those of
+    every route on its host (so a container calling another's public name reaches this
+    host's proxy directly, without going out to the router and back)."""
+    if not catalog[name].get("route_aliases"):
+        return []
+    return sorted(r["host"] for r in proxy_routes(host_services, site, catalog))
+
+
+def start_order(
+    host_services: list[str], site: dict[str, Any], catalog: dict[str, Any]
+) -> list[str]:
+    """The order the role starts a host's services in: placement order, except that those
+    which trust the site's CA (LAN sites) come after the proxy that makes it."""
+    late = [s for s in host_services if needs_site_ca(s, site, catalog)]
+    return [s for s in host_services if s not in late] + late
+
+
+def _seconds(duration: str) -> int:
+    number, unit = int(duration[:-1]), duration[-1]
+    return number * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def health_wait(name: str, catalog: dict[str, Any], floor: int) -> int:
+    """Seconds `up --wait` gives a service to become healthy: at least `floor`, and enough
+    for its healthcheck's start period and every retry (a first install on a small box
+    can take many minutes)."""
+    check = catalog[name].get("healthcheck")
+    if not check:
+        return int(floor)
+    interval = _seconds(check.get("interval", "30s"))
+    tries = int(check.get("retries", 3)) + 1
+    budget = _seconds(check.get("start_period", "0s")) + tries * (
+        interval + _seconds(check.get("timeout", "30s"))
+    )
+    return max(int(floor), budget)
+
+
+def timer_calendar(every: str) -> str:
+    """systemd OnCalendar for 'every 5m' (minutes dividing an hour) or '6h' (hours dividing
+    a day). ValueError for other periods, which would drift across the hour or day."""
+    number, unit = int(every[:-1]), every[-1]
+    if unit == "m" and 0 < number < 60 and 60 % number == 0:
+        return f"*-*-* *:00/{number}:00"
+    if unit == "h" and 0 < number <= 24 and 24 % number == 0:
+        return f"*-*-* 00/{number}:00:00"
+    raise ValueError(f"every: {every!r} must be minutes dividing an hour or hours dividing a day")
+
+
+def systemd_quote(argv: list[str]) -> str:
+    """A command line for ExecStart=, each word reaching the program as written: systemd's
+    own expansions ($VAR, %specifiers) escaped, and words with blanks, quotes or
+    backslashes double-quoted."""
+    words = []
+    for word in argv:
+        escaped = word.replace("%", "%%").replace("$", "$$")
+        if not word or any(c.isspace() or c in "\"'\\;" for c in word):
+            escaped = '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        words.append(escaped)
+    return " ".join(words)
+
+
+def timers(host_services: list[str], catalog: dict[str, Any]) -> list[dict[str, str]]:
+    """The systemd jobs of a host: one service and timer unit pair per catalogue timer,
+    [{unit, service, description, on_calendar, timeout, exec}]."""
+    jobs = []
+    for name in host_services:
+        for timer in catalog[name].get("timers", []):
+            user = ["--user", timer["user"]] if "user" in timer else []
+            argv = ["/usr/bin/docker", "exec", *user, f"tc-{name}", *timer["command"]]
+            jobs.append(
+                {
+                    "unit": f"{JOB_PREFIX}-{name}-{timer['name']}",
+                    "service": name,
+                    "description": f"{name}: {timer['name']} (every {timer['every']})",
+                    "on_calendar": timer_calendar(timer["every"]),
+                    "timeout": timer.get("timeout", DEFAULT_JOB_TIMEOUT),
+                    "exec": systemd_quote(argv),
+                }
+            )
+    return jobs
+
+
+def obsolete_jobs(unit_files: list[str], jobs: list[dict[str, str]]) -> list[str]:
+    """Job units installed on the host (paths of their .timer files) no longer wanted."""
+    wanted = {job["unit"] for job in jobs}
+    installed = {path.rsplit("/", 1)[-1].removesuffix(".timer") for path in unit_files}
+    return sorted(u for u in installed - wanted if u.startswith(f"{JOB_PREFIX}-"))
 
 
 def database_commands(name: str, catalog: dict[str, Any]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telecentre_ctl.compose import OPT_DIR
+from telecentre_ctl.compose import OPT_DIR, timers
 from telecentre_ctl.paths import ROLES_DIR
 from telecentre_ctl.site import Site, ram_budget
 
@@ -104,6 +104,12 @@ def render_host(site: Site, host: str, services: list[str]) -> dict[str, str]:
         files[f"{OPT_DIR}/{service}/compose.yml"] = template.render(variables, service_name=service)
     for target, (role, name) in SHARED_FILES.items():
         files[target] = env.get_template(f"{role}/templates/{name}").render(variables)
+    for job in timers(services, site.catalog.as_data()):
+        for kind in ("service", "timer"):
+            template = env.get_template(f"service/templates/etc/systemd/system/tc-job.{kind}.j2")
+            files[f"/etc/systemd/system/{job['unit']}.{kind}"] = template.render(
+                variables, service_job=[job, kind]
+            )
     return files
 
 

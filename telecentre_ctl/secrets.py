@@ -169,7 +169,38 @@ def check_site_secrets(site: Site) -> list[Problem]:
         have = read_secrets(site.dir, password_file)
     except InvalidInput as err:
         return [Problem(SECRETS_FILE, "", err.message, err.fix)]
-    return [
+    problems = [
         Problem(SECRETS_FILE, f"tc_secrets.{service}.{name}", "missing", fix)
         for service, name in missing_secrets(site, have)
     ]
+    return problems + [
+        Problem(
+            SECRETS_FILE,
+            f"tc_secrets.{owner}.{name}",
+            f"missing: site.yml gives {owner}.username, so its password is needed",
+            f"store it (asked for, never shown): "
+            f"telecentre-ctl secrets {site.dir} --{owner}-password",
+        )
+        for owner, name in site.provided_secrets()
+        if not (have.get(owner) or {}).get(name)
+    ]
+
+
+def set_provided_secret(site: Site, owner: str, name: str, value: str) -> Path:
+    """Store a secret the site's admin gives (the SMTP password) in the vault."""
+    if (owner, name) not in site.provided_secrets():
+        raise InvalidInput(
+            f"site.yml: {owner}.username is not set, so no {owner} password is used",
+            fix=f"add {owner}: {{host: ..., username: ...}} to site.yml first",
+        )
+    if not value or "\n" in value:
+        raise InvalidInput(
+            f"the {owner} password is empty or has several lines", fix="give it again"
+        )
+    password_file = vault_password_file(site.name)
+    ensure_password_file(password_file)
+    path = site.dir / SECRETS_FILE
+    values = read_secrets(site.dir, password_file) if path.exists() else {}
+    values.setdefault(owner, {})[name] = value
+    write_secrets(site.dir, password_file, values)
+    return password_file

@@ -29,6 +29,9 @@ SSH_KEY_RE = re.compile(
     r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]{20,}={0,3}( .*)?$"
 )
 SFTP_TARGET_RE = re.compile(r"^sftp:[a-z_][a-z0-9_-]*@[A-Za-z0-9.-]+:/\S*$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 LOCALES = ("fr", "en")
 TLS_MODES = ("acme", "internal")
 ALWAYS_OPEN_PORTS = (22, 80, 443)
@@ -49,10 +52,14 @@ SITE_KEYS = {
     "services",
     "backup",
     "open_ports",
+    "smtp",
 }
 REQUIRED_SITE_KEYS = ("name", "title", "admin_email", "admins", "profile", "services", "backup")
 BACKUP_KEYS = {"target", "time", "keep"}
 KEEP_KEYS = ("daily", "weekly", "monthly")
+SMTP_KEYS = {"host", "port", "security", "username", "from"}
+# How the relay is reached (Vaultwarden's words), and the port each implies.
+SMTP_PORTS = {"starttls": 587, "force_tls": 465, "off": 25}
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class Site:
     open_ports: tuple[int, ...]
     hosts: tuple[Host, ...]
     catalog: Catalog = field(repr=False)
+    smtp: dict[str, Any] | None = None  # the SMTP relay, defaults filled; None: no mail
 
     @property
     def base_domain(self) -> str:
@@ -142,9 +150,22 @@ class Site:
     def required_secrets(self) -> dict[str, list[str]]:
         """Service -> the secret names it needs, for every service placed on some host."""
         names = sorted({s for services in self.placement().values() for s in services})
-        needed = {n: sorted(self.catalog[n].secrets) for n in names if self.catalog[n].secrets}
+        needed = {}
+        for name in names:
+            # a secret that shares another's value (same_as) is not generated for itself
+            own = sorted(
+                s for s, spec in self.catalog[name].secrets.items() if "same_as" not in spec
+            )
+            if own:
+                needed[name] = own
         needed["backup"] = ["restic_password"]
         return needed
+
+    def provided_secrets(self) -> list[tuple[str, str]]:
+        """(owner, secret) the site's admin gives (never generated): the SMTP password."""
+        from telecentre_ctl.compose import provided_secrets
+
+        return provided_secrets(self.as_data())
 
     def firewall_ports(self, host: str) -> list[dict[str, Any]]:
         ports = {(p, "tcp") for p in (*ALWAYS_OPEN_PORTS, *self.open_ports)}
@@ -168,6 +189,7 @@ class Site:
             "services": self.services,
             "backup": self.backup,
             "open_ports": list(self.open_ports),
+            "smtp": self.smtp,
         }
 
 
@@ -326,6 +348,8 @@ def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dic
     if "backup" in data:
         out["backup"] = _check_backup(chk, data["backup"])
     out["open_ports"] = _check_open_ports(chk, data.get("open_ports", []))
+    if data.get("smtp") is not None:
+        out["smtp"] = _check_smtp(chk, data["smtp"])
     return out
 
 
@@ -479,6 +503,55 @@ def _check_backup(chk: _Checker, backup: Any) -> dict[str, Any]:
     return {"target": target, "time": time, "keep": keep}
 
 
+def _check_smtp(chk: _Checker, smtp: Any) -> dict[str, Any] | None:
+    """The optional SMTP relay the services send mail through; defaults filled."""
+    path = ("smtp",)
+    if not isinstance(smtp, dict):
+        chk.add(path, "must be a mapping", "write smtp: {host: smtp.example.org, username: ...}")
+        return None
+    chk.unknown_keys(smtp, SMTP_KEYS, path)
+    before = len(chk.problems)
+    host = smtp.get("host")
+    if not isinstance(host, str) or not HOSTNAME_RE.match(host):
+        chk.add(
+            (*path, "host"),
+            f"{host!r} is not a host name",
+            "write the relay's name, e.g. host: smtp.example.org",
+        )
+    security = smtp.get("security", "starttls")
+    if security not in SMTP_PORTS:
+        chk.add(
+            (*path, "security"),
+            f"{security!r} is not a way to reach the relay",
+            "use starttls (port 587), force_tls (implicit TLS, 465) or off (25, unencrypted)",
+        )
+        security = "starttls"
+    port = smtp.get("port", SMTP_PORTS[security])
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        chk.add((*path, "port"), f"{port!r} is not a port number", "use 1-65535, e.g. port: 587")
+    username = smtp.get("username")
+    if username is not None and (
+        not isinstance(username, str) or not username.strip() or any(c.isspace() for c in username)
+    ):
+        chk.add(
+            (*path, "username"),
+            "must be a login without spaces",
+            "write username: name@example.org",
+        )
+    sender = smtp.get("from")
+    if sender is not None and (not isinstance(sender, str) or not EMAIL_RE.match(sender)):
+        chk.add(
+            (*path, "from"),
+            f"{sender!r} is not an e-mail address",
+            "write from: noreply@example.org",
+        )
+    if len(chk.problems) > before:
+        return None
+    found = {"host": host, "port": port, "security": security}
+    found |= {k: smtp[k] for k in ("username", "from") if smtp.get(k)}
+    return found
+
+
 def _check_open_ports(chk: _Checker, ports: Any) -> list[int]:
     if not isinstance(ports, list):
         chk.add(("open_ports",), "must be a list of TCP port numbers", "write open_ports: [8443]")
@@ -588,6 +661,23 @@ def _check_placement(site: Site, problems: list[Problem]) -> None:
                 )
             )
         routes[sub] = service
+    for service in site.services:
+        for other in site.catalog[service].data.get("colocated_with", []):
+            apart = [
+                host
+                for host, services in placed.items()
+                if other in site.services and (service in services) != (other in services)
+            ]
+            if apart:
+                problems.append(
+                    Problem(
+                        "hosts.yml",
+                        "tc_services",
+                        f"{service} and {other} must run on the same host (they call each "
+                        f"other through its proxy), but {apart[0]} runs only one of them",
+                        "list both in the same host's tc_services",
+                    )
+                )
     for host in site.hosts:
         ports: dict[tuple[int, str], str] = {}
         for service in placed[host.name]:
@@ -691,6 +781,7 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
         open_ports=tuple(values["open_ports"]),
         hosts=tuple(hosts),
         catalog=catalog,
+        smtp=values.get("smtp"),
     )
     _check_placement(site, problems)
     if check_secrets:

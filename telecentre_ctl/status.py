@@ -57,7 +57,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from telecentre_ctl.compose import DATA_DIR
+from telecentre_ctl.compose import DATA_DIR, SITE_CA_SOURCE
 from telecentre_ctl.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from telecentre_ctl.site import Host, Site
 
@@ -65,7 +65,7 @@ SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT = 10.0
 MAX_PARALLEL = 64  # hosts probed at once
 GRACE_S = 2.0  # past its deadline, a host's attempt is given up (its thread left behind)
-CA_PATH = f"{DATA_DIR}/proxy/data/pki/authorities/local/root.crt"
+CA_PATH = SITE_CA_SOURCE
 BACKUP_MAX_AGE = timedelta(hours=26)
 DRILL_MAX_AGE = timedelta(days=35)
 DISK_DEGRADED, DISK_WARNING = 90.0, 80.0

@@ -83,16 +83,31 @@ def validate(site_dir: Path) -> None:
 
 @click.command()
 @SITE_DIR
-def secrets(site_dir: Path) -> None:
+@click.option(
+    "--smtp-password",
+    is_flag=True,
+    help="Also store the password of site.yml's smtp.username: asked for without echo "
+    "(or read from standard input when it is not a terminal), never shown or logged.",
+)
+def secrets(site_dir: Path, smtp_password: bool) -> None:
     """Generate the secrets a site lacks (after enabling a service, or for the demo).
 
     Existing secrets are never changed. Creates the vault password file if needed
     (0600, outside the site folder) and prints its path, never the secrets.
     """
-    from telecentre_ctl.secrets import ensure_site_secrets
+    import sys
+
+    from telecentre_ctl.secrets import ensure_site_secrets, set_provided_secret
     from telecentre_ctl.site import load_site
 
     site = load_site(site_dir, check_secrets=False)
+    if smtp_password:
+        if sys.stdin.isatty():
+            value = click.prompt("SMTP password", hide_input=True, err=True)
+        else:
+            value = sys.stdin.readline().rstrip("\n")
+        set_provided_secret(site, "smtp", "password", value)
+        say(f"{site_dir}/secrets.yml: smtp.password stored (encrypted)")
     password_file, added, created = ensure_site_secrets(site)
     if created:
         say(f"vault password file created: {password_file}  (keep a copy somewhere safe)")

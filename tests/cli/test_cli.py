@@ -207,3 +207,19 @@ def test_debug_shows_traceback_only_when_asked(make_site: MakeSite) -> None:
     assert plain.exit_code == 2 and "Traceback" not in plain.output
     debug = run("--debug", "secrets", str(site_dir))
     assert debug.exit_code == 2
+
+
+def test_secrets_stores_the_smtp_password_without_showing_it(make_site: MakeSite) -> None:
+    from tests.conftest import EXAMPLE_SITE
+
+    relay = {"host": "smtp.example.org", "username": "bot@example.org"}
+    site_dir = make_site(source=EXAMPLE_SITE, site={"smtp": relay})
+    missing = run("validate", str(site_dir))
+    assert missing.exit_code == 2 and "--smtp-password" in missing.stderr
+    stored = run("secrets", str(site_dir), "--smtp-password", input="relay s3cret\n")
+    assert stored.exit_code == 0 and "smtp.password stored" in stored.stderr
+    assert "relay s3cret" not in stored.output
+    assert run("validate", str(site_dir)).exit_code == 0
+    lite = make_site()
+    refused = run("secrets", str(lite), "--smtp-password", input="x\n")
+    assert refused.exit_code == 2 and "smtp.username is not set" in refused.stderr

@@ -100,7 +100,7 @@ def test_database_consumers_get_a_dump() -> None:
         "name": "tc_nextcloud",
     }
     assert found["dolibarr"]["database"]["engine"] == "mariadb"
-    assert found["etherpad"]["volumes"] == []
+    assert found["etherpad"]["volumes"] == ["/srv/telecentre/etherpad/var"]
 
 
 def test_targets_and_schedule() -> None:

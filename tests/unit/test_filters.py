@@ -55,22 +55,97 @@ def test_leftover_services_split_removed_from_moved() -> None:
     }  # fmt: skip
 
 
+SITE = {"name": "c", "tls": "acme", "admin_email": "a@example.org", "services": {}}
+
+
 def test_secret_files_and_env() -> None:
-    files = compose.secret_files("nextcloud", CATALOG)
-    assert [f["name"] for f in files] == ["admin_password", "db_password"]
+    files = compose.secret_files("nextcloud", SITE, CATALOG)
+    assert [f["name"] for f in files] == ["admin_password", "db_password", "redis_password"]
     assert files[0]["path"] == "/opt/telecentre/nextcloud/secrets/admin_password"
-    assert compose.secret_files("postgres", CATALOG)[0]["uid"] == 999
-    assert compose.secret_env("etherpad", CATALOG) == ["db_password", "admin_password"]
-    lines = compose.env_file_lines("etherpad", CATALOG, {"admin_password": "a", "db_password": "b"})
+    assert files[0]["source"] == ["nextcloud", "admin_password"]
+    # shared with the dependency, readable by the image's www-data
+    assert files[2]["source"] == ["redis", "password"] and files[2]["uid"] == 33
+    assert compose.secret_files("postgres", SITE, CATALOG)[0]["uid"] == 999
+    assert compose.secret_env("etherpad", SITE, CATALOG) == ["db_password", "admin_password"]
+    values = {"etherpad": {"admin_password": "a", "db_password": "b"}}
+    lines = compose.env_file_lines("etherpad", SITE, CATALOG, values)
     assert lines == ["DB_PASS=b", "ADMIN_PASSWORD=a"]
+
+
+def test_the_smtp_password_is_given_only_with_a_login() -> None:
+    relay = {"host": "smtp.example.org", "port": 587, "security": "starttls"}
+    without = compose.secret_files("vaultwarden", SITE | {"smtp": relay}, CATALOG)
+    assert [f["name"] for f in without] == ["admin_token"]
+    with_login = SITE | {"smtp": relay | {"username": "bot"}}
+    names = [f["name"] for f in compose.secret_files("vaultwarden", with_login, CATALOG)]
+    assert names == ["admin_token", "smtp_password"]
+    assert compose.provided_secrets(with_login) == [("smtp", "password")]
+    assert compose.provided_secrets(SITE) == []
 
 
 def test_volume_dirs() -> None:
     assert compose.volume_dirs("dokuwiki", CATALOG) == [
-        "/srv/telecentre/dokuwiki/data",
-        "/srv/telecentre/dokuwiki/acl",
+        {"path": "/srv/telecentre/dokuwiki/data", "uid": 0, "gid": 0},
+        {"path": "/srv/telecentre/dokuwiki/acl", "uid": 0, "gid": 0},
     ]
     assert compose.volume_dirs("redis", CATALOG) == []
+    # the image runs as a non-root user: its folder is made its own
+    assert compose.volume_dirs("etherpad", CATALOG) == [
+        {"path": "/srv/telecentre/etherpad/var", "uid": 5001, "gid": 0}
+    ]
+
+
+def test_timers_become_systemd_jobs() -> None:
+    (cron,) = compose.timers(["postgres", "redis", "nextcloud", "proxy"], CATALOG)
+    assert cron["unit"] == "tc-job-nextcloud-cron"
+    assert cron["on_calendar"] == "*-*-* *:00/5:00"
+    assert shlex.split(cron["exec"]) == [
+        "/usr/bin/docker", "exec", "--user", "www-data", "tc-nextcloud",
+        "php", "-f", "/var/www/html/cron.php",
+    ]  # fmt: skip
+    assert compose.timers(["webdav", "proxy"], CATALOG) == []
+    assert compose.timer_calendar("6h") == "*-*-* 00/6:00:00"
+    for drifting in ("7m", "60m", "5h", "0m"):
+        try:
+            compose.timer_calendar(drifting)
+        except ValueError:
+            continue
+        raise AssertionError(drifting)
+
+
+def test_job_commands_reach_the_program_as_written() -> None:
+    """systemd expands $ and % in ExecStart=: the catalogue's words must survive."""
+    (jobs,) = compose.timers(["dolibarr"], CATALOG)
+    code = shlex.split(jobs["exec"])[-1]
+    assert "$$argv" in code and "$argv" not in code.replace("$$argv", "")
+    quoted = compose.systemd_quote(["/bin/x", "a b", '"q"', "100%", "\\", "$HOME", ""])
+    assert quoted == '/bin/x "a b" "\\"q\\"" 100%% "\\\\" $$HOME ""'
+
+
+def test_obsolete_jobs() -> None:
+    installed = [
+        "/etc/systemd/system/tc-job-nextcloud-cron.timer",
+        "/etc/systemd/system/tc-job-dolibarr-jobs.timer",
+    ]
+    jobs = compose.timers(["nextcloud"], CATALOG)
+    assert compose.obsolete_jobs(installed, jobs) == ["tc-job-dolibarr-jobs"]
+    assert compose.obsolete_jobs(installed[:1], jobs) == []
+
+
+def test_health_waits_cover_slow_first_starts() -> None:
+    # start period (15 min) and every retry: far more than the role's 300 s floor
+    assert compose.health_wait("nextcloud", CATALOG, 300) == 15 * 60 + 6 * (30 + 10)
+    assert compose.health_wait("proxy", CATALOG, 300) == 300
+    assert compose.health_wait("nextcloud", CATALOG, 3600) == 3600
+
+
+def test_services_trusting_the_site_ca_start_after_the_proxy() -> None:
+    placed = ["postgres", "redis", "nextcloud", "collabora", "radicale", "proxy"]
+    lan = SITE | {"tls": "internal"}
+    assert compose.start_order(placed, lan, CATALOG) == [
+        "postgres", "redis", "radicale", "proxy", "nextcloud", "collabora",
+    ]  # fmt: skip
+    assert compose.start_order(placed, SITE, CATALOG) == placed
 
 
 def test_database_commands_and_sql() -> None:

@@ -41,7 +41,10 @@ def test_every_service_is_bounded_restarted_and_unprivileged(standard) -> None:
         assert re.fullmatch(r"[0-9]+m", service["mem_limit"]), name
         assert service["restart"] == "unless-stopped"
         assert "privileged" not in service
-        assert "no-new-privileges:true" in service["security_opt"]
+        if name == "collabora":  # its jail helper needs file capabilities (entry's notes)
+            assert "security_opt" not in service and service["cap_drop"] == ["ALL"]
+        else:
+            assert "no-new-privileges:true" in service["security_opt"], name
         assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
         mounts = " ".join(service.get("volumes", []))
         assert "docker.sock" not in mounts, name
@@ -180,3 +183,166 @@ def test_compose_check_catches_a_broken_file(tmp_path: Path) -> None:
     bad = tmp_path / "compose.yml"
     bad.write_text("services:\n  x:\n    image: a\n    mem_limit: [1]\n", encoding="utf-8")
     assert check_compose_file(COMPOSE, bad)
+
+
+# --- what the standard profile's first deploy needs (upstream images' own sources) ------
+
+RELAY = {"host": "smtp.example.org", "security": "starttls", "username": "bot@example.org"}
+
+
+def env_of(plan, name: str) -> dict[str, str]:
+    return compose_docs(plan)[name]["services"][name].get("environment", {})
+
+
+def test_mail_only_through_a_configured_relay(make_site: MakeSite) -> None:
+    """Vaultwarden exits when SMTP_FROM is set without SMTP_HOST."""
+    bare = make_plan(load_site(make_site(source=EXAMPLE_SITE)))
+    for name in ("vaultwarden", "nextcloud"):
+        assert not [k for k in env_of(bare, name) if k.startswith(("SMTP_", "MAIL_"))], name
+    site = load_site(make_site(source=EXAMPLE_SITE, site={"smtp": RELAY}), check_secrets=False)
+    relayed = make_plan(site)
+    vault = env_of(relayed, "vaultwarden")
+    assert vault["SMTP_HOST"] == "smtp.example.org" and vault["SMTP_PORT"] == "587"
+    assert vault["SMTP_FROM"] == "admin@example.org" and vault["SMTP_SECURITY"] == "starttls"
+    assert vault["SMTP_PASSWORD_FILE"] == "/run/secrets/smtp_password"
+    cloud = env_of(relayed, "nextcloud")
+    assert (cloud["MAIL_FROM_ADDRESS"], cloud["MAIL_DOMAIN"]) == ("admin", "example.org")
+    assert "SMTP_SECURE" not in cloud  # STARTTLS: Nextcloud's empty value, left unset
+
+
+def test_every_route_passes_the_client_address(standard) -> None:
+    caddyfile = standard.hosts[0].files["/opt/telecentre/proxy/Caddyfile"]
+    proxies = caddyfile.count("reverse_proxy ")
+    assert proxies == len(standard.site.services)
+    assert caddyfile.count("header_up X-Real-IP {remote_host}") == proxies
+
+
+def test_containers_reach_public_names_through_the_proxy(standard) -> None:
+    networks = compose_docs(standard)["proxy"]["services"]["proxy"]["networks"]
+    aliases = networks[compose.PROXY_NETWORK]["aliases"]
+    assert "cloud.comptoir.example.org" in aliases and "office.comptoir.example.org" in aliases
+    assert len(aliases) == len(standard.site.services)
+
+
+def test_nextcloud_is_wired_to_collabora(standard) -> None:
+    nextcloud = compose_docs(standard)["nextcloud"]["services"]["nextcloud"]
+    env = nextcloud["environment"]
+    assert env["TC_OFFICE_URL"] == "https://office.comptoir.example.org"
+    assert env["OVERWRITECLIURL"] == "https://cloud.comptoir.example.org"
+    assert env["REDIS_HOST_PASSWORD_FILE"] == "/run/secrets/redis_password"
+    hook = "/opt/telecentre/nextcloud/files/hooks/before-starting.sh"
+    assert (
+        f"{hook}:/docker-entrypoint-hooks.d/before-starting/50-telecentre.sh:ro"
+        in (nextcloud["volumes"])
+    )
+    assert "TC_SITE_CA" not in env  # a public domain: public certificates
+    collabora = compose_docs(standard)["collabora"]["services"]["collabora"]
+    assert collabora["environment"]["aliasgroup1"] == "https://cloud.comptoir.example.org:443"
+    assert "curl" not in " ".join(collabora["healthcheck"]["test"])
+
+
+def test_lan_sites_give_the_site_ca(make_site: MakeSite) -> None:
+    site = load_site(make_site(source=EXAMPLE_SITE, site={"tls": "internal"}, drop=("domain",)))
+    docs = compose_docs(make_plan(site))
+    nextcloud = docs["nextcloud"]["services"]["nextcloud"]
+    path = "/usr/local/share/telecentre/site-ca.crt"
+    assert nextcloud["environment"]["TC_SITE_CA"] == path
+    assert f"/opt/telecentre/nextcloud/site-ca.crt:{path}:ro" in nextcloud["volumes"]
+    bundle = "/opt/telecentre/collabora/site-ca.crt:/etc/ssl/certs/ca-certificates.crt:ro"
+    assert bundle in docs["collabora"]["services"]["collabora"]["volumes"]
+    assert (
+        "office.comptoir.home.arpa"
+        in (docs["proxy"]["services"]["proxy"]["networks"][compose.PROXY_NETWORK]["aliases"])
+    )
+
+
+def test_pinned_versions_are_supported(standard) -> None:
+    def version(name: str) -> tuple[int, ...]:
+        tag = standard.site.catalog[name].image.rsplit(":", 1)[1]
+        return tuple(int(p) for p in re.findall(r"[0-9]+", tag.split("-")[0]))
+
+    assert version("nextcloud")[0] >= 31  # 30 is end of life
+    assert version("vaultwarden") >= (1, 33)  # security fixes
+    assert version("redis") >= (7, 4, 6)  # CVE-2025-49844
+
+
+def test_redis_has_a_password_on_no_command_line(standard) -> None:
+    redis = compose_docs(standard)["redis"]["services"]["redis"]
+    assert redis["secrets"] == ["password"]
+    script = redis["command"][-1]
+    assert "requirepass $$(cat /run/secrets/password)" in script  # $$: Compose's escape
+    assert script.startswith("exec redis-server - ")
+
+
+def test_background_jobs_are_planned_as_timers(standard) -> None:
+    files = standard.hosts[0].files
+    for unit in ("tc-job-nextcloud-cron", "tc-job-dolibarr-jobs"):
+        timer = files[f"/etc/systemd/system/{unit}.timer"]
+        assert "OnCalendar=*-*-* *:00/5:00" in timer
+        service = files[f"/etc/systemd/system/{unit}.service"]
+        assert "Type=oneshot" in service and "ExecStart=/usr/bin/docker exec " in service
+    dolibarr = files["/etc/systemd/system/tc-job-dolibarr-jobs.service"]
+    assert "/run/secrets/cron_key" in dolibarr  # the key is read inside, never on argv
+
+
+def test_job_units_pass_systemd_analyze(standard, tmp_path: Path) -> None:
+    """systemd's own parser reads the rendered units (docker's binary and unit, absent
+    here, stood in for: verify checks both exist)."""
+    import shutil
+    import subprocess
+
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze comes with systemd, which the lab needs"
+    units = []
+    for path, text in standard.hosts[0].files.items():
+        if path.startswith("/etc/systemd/system/tc-job-"):
+            unit = tmp_path / path.rsplit("/", 1)[-1]
+            unit.write_text(text.replace("/usr/bin/docker", "/bin/echo"), encoding="utf-8")
+            units.append(str(unit))
+    assert len(units) == 4
+    # the units require the engine's unit, which this machine may lack
+    (tmp_path / "docker.service").write_text("[Service]\nExecStart=/bin/true\n", encoding="utf-8")
+    out = subprocess.run(
+        [analyze, "verify", "--man=no", *units], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_dolibarr_and_etherpad_state(standard) -> None:
+    docs = compose_docs(standard)
+    dolibarr = docs["dolibarr"]["services"]["dolibarr"]
+    assert dolibarr["environment"]["DOLI_INSTANCE_UNIQUE_ID_FILE"] == (
+        "/run/secrets/instance_unique_id"
+    )
+    assert "instance_unique_id" in dolibarr["secrets"]
+    etherpad = docs["etherpad"]["services"]["etherpad"]
+    assert "/srv/telecentre/etherpad/var:/opt/etherpad-lite/var" in etherpad["volumes"]
+
+
+@NEEDS_COMPOSE
+def test_compose_passes_catalogue_strings_on_unchanged(standard, tmp_path: Path) -> None:
+    """With Compose's own interpolation on (as `up` does), commands and healthchecks are
+    taken as literal text: no variable substituted, no invalid interpolation. (`config`
+    prints $ as $$ again, so that its output is a compose file in turn.)"""
+    import json
+    import subprocess
+
+    assert COMPOSE is not None
+    for name, doc in compose_docs(standard).items():
+        (service,) = doc["services"].values()
+        service.pop("env_file", None)  # only on hosts
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        out = subprocess.run(
+            [*COMPOSE, "-f", str(path), "config", "--format", "json", "--no-path-resolution"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seen = json.loads(out.stdout)["services"][name]
+        entry = standard.site.catalog[name].data
+        if "command" in entry:
+            assert seen["command"] == [compose.literal(w) for w in entry["command"]], name
+        if "healthcheck" in entry:
+            test = [compose.literal(w) for w in entry["healthcheck"]["test"]]
+            assert seen["healthcheck"]["test"] == test, name

@@ -111,6 +111,25 @@ SITE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...], dict[str, Any] | No
     ("open-port-range", {"open_ports": [70000]}, (), None, "open_ports.0"),
     ("open-port-always", {"open_ports": [443]}, (), None, "always open"),
     ("open-port-twice", {"open_ports": [8443, 8443]}, (), None, "listed twice"),
+    ("smtp-string", {"smtp": "smtp.example.org"}, (), None, "smtp: must be a mapping"),
+    ("smtp-no-host", {"smtp": {"username": "bot"}}, (), None, "smtp.host"),
+    ("smtp-bad-host", {"smtp": {"host": "smtp example"}}, (), None, "is not a host name"),
+    (
+        "smtp-security",
+        {"smtp": {"host": "mx.example.org", "security": "ssl"}},
+        (),
+        None,
+        "force_tls",
+    ),
+    ("smtp-port", {"smtp": {"host": "mx.example.org", "port": "587"}}, (), None, "smtp.port"),
+    ("smtp-from", {"smtp": {"host": "mx.example.org", "from": "noreply"}}, (), None, "smtp.from"),
+    (
+        "smtp-unknown",
+        {"smtp": {"host": "mx.example.org", "pasword": "x"}},
+        (),
+        None,
+        "smtp.pasword",
+    ),
     ("hosts-no-group", {}, (), {"servers": {"hosts": {"a": None}}}, "no group 'telecentre'"),
     ("hosts-empty-group", {}, (), {"telecentre": {"hosts": {}}}, "no group 'telecentre'"),
     ("ram-text", {}, (), {"telecentre": {"hosts": {"a": {"tc_ram_gb": "four"}}}}, "tc_ram_gb"),
@@ -302,3 +321,41 @@ def test_placement_with_tc_services(make_site: MakeSite) -> None:
         "files": ["webdav", "proxy"],
         "collab": ["radicale", "dokuwiki", "proxy"],
     }
+
+
+def test_smtp_relay_defaults_and_password(make_site: MakeSite) -> None:
+    from telecentre_ctl.secrets import set_provided_secret
+
+    relay = {"host": "smtp.example.org", "security": "force_tls", "username": "bot@example.org"}
+    site_dir = make_site(source=EXAMPLE_SITE, site={"smtp": relay})
+    site = load_site(site_dir, check_secrets=False)
+    assert site.smtp == relay | {"port": 465}
+    # the login's password is the admin's to give: never generated, and asked for
+    with pytest.raises(InvalidInput) as err:
+        load_site(site_dir)
+    assert "tc_secrets.smtp.password" in str(err.value) and "--smtp-password" in str(err.value)
+    set_provided_secret(site, "smtp", "password", "relay-pass")
+    assert load_site(site_dir).smtp is not None
+    without_login = make_site(source=EXAMPLE_SITE, site={"smtp": {"host": "smtp.example.org"}})
+    assert load_site(without_login).smtp == {
+        "host": "smtp.example.org",
+        "port": 587,
+        "security": "starttls",
+    }
+    with pytest.raises(InvalidInput, match="username is not set"):
+        set_provided_secret(load_site(without_login), "smtp", "password", "x")
+
+
+def test_nextcloud_and_collabora_share_a_host(make_site: MakeSite) -> None:
+    hosts = {
+        "telecentre": {
+            "hosts": {
+                "files": {"tc_services": ["nextcloud"], "tc_ram_gb": 8},
+                "office": {"tc_ram_gb": 8, "tc_services": ["collabora", "dolibarr", "etherpad"]},
+                "rest": {"tc_ram_gb": 8, "tc_services": ["vaultwarden", "radicale", "dokuwiki"]},
+            }
+        }
+    }
+    with pytest.raises(InvalidInput) as err:
+        load_site(make_site(source=EXAMPLE_SITE, hosts=hosts, secrets=False), check_secrets=False)
+    assert "collabora and nextcloud must run on the same host" in str(err.value)

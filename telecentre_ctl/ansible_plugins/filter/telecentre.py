@@ -39,6 +39,13 @@ class FilterModule:
             "tc_secret_env": compose.secret_env,
             "tc_database_commands": compose.database_commands,
             "tc_database_sql": compose.database_sql,
+            "tc_start_order": compose.start_order,
+            "tc_health_wait": compose.health_wait,
+            "tc_needs_site_ca": compose.needs_site_ca,
+            "tc_site_ca_file": compose.site_ca_file,
+            "tc_shipped_files": compose.shipped_files,
+            "tc_timers": compose.timers,
+            "tc_obsolete_jobs": compose.obsolete_jobs,
             "tc_to_yaml": to_compose_yaml,
             "tc_pin_versions": upgrade.pinned_catalog,
         }
