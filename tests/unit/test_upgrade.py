@@ -30,7 +30,10 @@ def test_versions_and_their_order() -> None:
         "3.5-9",
         "3.5-10",
     ]
-    assert upgrade.known_versions(CATALOG["nextcloud"]) == ["29.0.3-apache", "30.0.4-apache"]
+    assert upgrade.known_versions(CATALOG["nextcloud"]) == [
+        "29.0.3-apache", "30.0.4-apache", "31.0.14-apache", "32.0.13-apache", "33.0.7-apache",
+        "34.0.2-apache",
+    ]  # fmt: skip
 
 
 def nextcloud(version: str) -> str:
@@ -39,12 +42,12 @@ def nextcloud(version: str) -> str:
 
 def test_nextcloud_goes_one_major_at_a_time() -> None:
     entry = CATALOG["nextcloud"]
-    assert upgrade.guard(entry, nextcloud("29.0.3-apache"), entry.image, False) == []
-    (problem,) = upgrade.guard(entry, nextcloud("28.0.6-apache"), entry.image, False)
+    assert upgrade.guard(entry, nextcloud("33.0.7-apache"), entry.image, False) == []
+    (problem,) = upgrade.guard(entry, nextcloud("32.0.13-apache"), entry.image, False)
     assert problem.file == "services/nextcloud/service.yml"
     assert problem.key == "upgrade.major_steps"
     assert "skips major versions" in problem.message
-    assert "--to 29.0.3-apache" in problem.fix
+    assert "--to 33.0.7-apache" in problem.fix
     (far,) = upgrade.guard(entry, nextcloud("26.0.1-apache"), entry.image, False)
     assert "add a version of major 27" in far.fix
 
@@ -68,7 +71,7 @@ def test_to_must_be_a_known_version() -> None:
     assert upgrade.choose_target(entry, "29.0.3-apache") == nextcloud("29.0.3-apache")
     with pytest.raises(InvalidInput, match="not a version of nextcloud") as err:
         upgrade.choose_target(entry, "31.0.0-apache")
-    assert "29.0.3-apache, 30.0.4-apache" in err.value.fix
+    assert "30.0.4-apache, 31.0.14-apache" in err.value.fix
     with pytest.raises(InvalidInput, match="built from its recipe"):
         upgrade.choose_target(CATALOG["radicale"], "3.4-1")
 
@@ -90,7 +93,7 @@ def test_pinned_catalog_moves_only_the_services_asked() -> None:
     assert pinned["nextcloud"]["image"] == nextcloud("29.0.3-apache")
     assert pinned["radicale"]["build"]["tag"] == "telecentre/radicale:3.5-2"
     assert pinned["postgres"] is data["postgres"]
-    assert data["nextcloud"]["image"] == nextcloud("30.0.4-apache")  # not changed in place
+    assert data["nextcloud"]["image"] == nextcloud("34.0.2-apache")  # not changed in place
 
 
 def running(site: Any, **images: str) -> dict[str, dict[str, Any]]:
