@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from telecentre_ctl import runner  # noqa: E402
-from telecentre_ctl.lab import control  # noqa: E402
+from telecentre_ctl.lab import control, testing  # noqa: E402
 from telecentre_ctl.paths import PLAYBOOKS_DIR  # noqa: E402
 
-SITE = "deploybench"
+SITE = testing.site_name("deploybch")  # + $TELECENTRE_TEST_SITE_SUFFIX: one per checkout
 
 
 def write_site(site_dir: Path) -> None:

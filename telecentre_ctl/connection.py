@@ -29,12 +29,6 @@ from typing import Any
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 # OpenSSH's options that take an argument (ssh -h), besides those read below.
 ARG_FLAGS = set("BbcDEeFIiJLlmOoPpQRSWw")
-CONNECTION_VARS = (
-    "ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user",
-    "ansible_ssh_user", "ansible_private_key_file", "ansible_ssh_private_key_file",
-    "ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args",
-    "tc_known_hosts_file",
-)  # fmt: skip
 
 
 class ConnectionProblem(ValueError):
@@ -314,7 +308,8 @@ def _jump(
     known_hosts."""
     host, user, port = hop
     for other, other_vars in inventory.items():
-        if other != target.name and host in (other, str(other_vars.get("ansible_host", other))):
+        address = _last(other_vars, "ansible_host", "ansible_ssh_host")
+        if other != target.name and host in (other, str(address[1] if address else other)):
             mine = _direct(other, other_vars, jumps=False)
             return Endpoint(
                 other,
