@@ -76,7 +76,7 @@ class Service:
         return str(self.data[key][locale])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: cached views per profile
 class Catalog:
     services: dict[str, Service]
     root: Path
@@ -98,6 +98,36 @@ class Catalog:
 
     def as_data(self) -> dict[str, dict[str, Any]]:
         return {name: s.data for name, s in self.services.items()}
+
+    def for_profile(self, profile: str) -> Catalog:
+        """The catalogue as a site of that profile deploys it: each entry's variant for the
+        profile applied (see `with_variant`). Made once per profile."""
+        return _for_profile(self, profile)
+
+
+def with_variant(data: dict[str, Any], profile: str) -> dict[str, Any]:
+    """An entry with its `variants[profile]` keys in place of its own; a variant's build
+    drops the entry's image (and download size), a variant's image drops the build."""
+    variant = data.get("variants", {}).get(profile)
+    merged = {k: v for k, v in data.items() if k != "variants"}
+    if not variant:
+        return merged
+    if "build" in variant:
+        merged.pop("image", None)
+        merged.pop("download_mb", None)
+    if "image" in variant:
+        merged.pop("build", None)
+    merged.update(variant)
+    return merged
+
+
+@cache
+def _for_profile(catalog: Catalog, profile: str) -> Catalog:
+    services = {
+        name: Service(name=name, kind=s.kind, data=with_variant(s.data, profile))
+        for name, s in catalog.services.items()
+    }
+    return Catalog(services=services, root=catalog.root)
 
 
 @cache
@@ -128,6 +158,19 @@ def _schema_problems(data: Any, shown: str, raw: Any) -> list[Problem]:
 def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Problem]:
     """Schema plus the rules a schema cannot say; empty when the entry is sound."""
     problems = _schema_problems(data, shown, raw)
+    if problems:
+        return problems
+    for profile in data.get("variants", {}):
+        for problem in _schema_problems(with_variant(data, profile), shown, raw):
+            problems.append(
+                Problem(
+                    shown,
+                    f"variants.{profile}",
+                    f"with this variant: {problem.message}",
+                    problem.fix,
+                    problem.line,
+                )
+            )
     if problems:
         return problems
     if data["name"] != name:
@@ -228,16 +271,17 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
                     + ", ".join(compose.PROVIDED_SECRETS),
                 )
             )
-    build = data.get("build")
-    if build and not (SERVICES_DIR / name / build["context"] / "Dockerfile").is_file():
-        problems.append(
-            Problem(
-                shown,
-                "build.context",
-                "no Dockerfile in the build folder",
-                f"add services/{name}/{build['context']}/Dockerfile",
+    builds = [(p, with_variant(data, p).get("build")) for p in data.get("variants", {})]
+    for profile, build in [("", data.get("build")), *builds]:
+        if build and not (SERVICES_DIR / name / build["context"] / "Dockerfile").is_file():
+            problems.append(
+                Problem(
+                    shown,
+                    f"variants.{profile}.build.context" if profile else "build.context",
+                    "no Dockerfile in the build folder",
+                    f"add services/{name}/{build['context']}/Dockerfile",
+                )
             )
-        )
     return problems
 
 

@@ -8,6 +8,7 @@ construction. Templates only substitute what these return.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ SITE_CA_SOURCE = f"{DATA_DIR}/proxy/data/pki/authorities/local/root.crt"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's bundle of public CAs
 LOG_DRIVER = "local"  # compressed, rotated; the docker role makes it the engine's default too
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
-PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9-]+))?\}")
+PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9_-]+))?\}")
 PLACEHOLDERS = {
     "host",
     "url",
@@ -41,6 +42,7 @@ PLACEHOLDERS = {
     "site_ca",
     *(f"smtp_{key}" for key in ("host", "port", "security", "ssl", "username")),
     *(f"smtp_from{part}" for part in ("", "_local", "_domain")),
+    "option",
 }
 DATABASE_ENGINES = ("postgres", "mariadb")
 # Secrets an admin gives (never generated), and whether a site has them.
@@ -89,6 +91,19 @@ def smtp_value(key: str, site: dict[str, Any]) -> str:
     return str(values[key])
 
 
+def option_value(name: str, option: str, site: dict[str, Any], catalog: dict[str, Any]) -> str:
+    """A site option of a service as one env value, the catalogue's default when site.yml
+    says nothing: text and numbers as they are, lists and mappings as JSON."""
+    schema = catalog[name].get("options", {})
+    if option not in schema:
+        raise ValueError(f"{name}: {{option:{option}}} names no option of its catalogue entry")
+    given = (site.get("services", {}).get(name) or {}).get(option)
+    value = schema[option].get("default") if given is None else given
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return "" if value is None else str(value)
+
+
 def fill(value: Any, name: str, site: dict[str, Any], catalog: dict[str, Any]) -> Any:
     """Replace {placeholders} in one env value. Unknown placeholders raise ValueError."""
     if not isinstance(value, str):
@@ -120,6 +135,8 @@ def fill(value: Any, name: str, site: dict[str, Any], catalog: dict[str, Any]) -
             return PROXY_SUBNET
         if key in ("title", "locale", "admin_email", "base_domain"):
             return str(site[key])
+        if key == "option" and arg:
+            return option_value(name, arg, site, catalog)
         raise ValueError(f"{name}: unknown placeholder {match.group(0)} in env")
 
     return PLACEHOLDER_RE.sub(one, value)

@@ -18,7 +18,7 @@ from telecentre_ctl.site import Site, ram_budget
 
 # Rendered file (path on the host) -> (role, template). Per-service files are added below.
 SHARED_FILES = {
-    f"{OPT_DIR}/proxy/Caddyfile": ("proxy", "Caddyfile.j2"),
+    f"{OPT_DIR}/proxy/caddy/Caddyfile": ("proxy", "Caddyfile.j2"),
     f"{OPT_DIR}/portal/index.html": ("portal", "index.html.j2"),
 }
 

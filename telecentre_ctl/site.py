@@ -53,6 +53,7 @@ SITE_KEYS = {
     "backup",
     "open_ports",
     "smtp",
+    "build_ca_bundle",
 }
 REQUIRED_SITE_KEYS = ("name", "title", "admin_email", "admins", "profile", "services", "backup")
 BACKUP_KEYS = {"target", "time", "keep"}
@@ -98,6 +99,7 @@ class Site:
     services: dict[str, dict[str, Any]]  # enabled apps -> site options
     backup: dict[str, Any]
     open_ports: tuple[int, ...]
+    build_ca_bundle: str | None  # absolute path on the controller
     hosts: tuple[Host, ...]
     catalog: Catalog = field(repr=False)
     smtp: dict[str, Any] | None = None  # the SMTP relay, defaults filled; None: no mail
@@ -190,6 +192,7 @@ class Site:
             "backup": self.backup,
             "open_ports": list(self.open_ports),
             "smtp": self.smtp,
+            "build_ca_bundle": self.build_ca_bundle,
         }
 
 
@@ -259,7 +262,9 @@ def _load_yaml_file(path: Path, shown: str, problems: list[Problem]) -> Any:
         return None
 
 
-def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dict[str, Any]:
+def _check_site_file(
+    raw: Any, catalog: Catalog, problems: list[Problem], site_dir: Path | None = None
+) -> dict[str, Any]:
     """Validate site.yml; returns the checked values (missing ones left out)."""
     chk = _Checker("site.yml", raw, problems)
     if not isinstance(raw, dict):
@@ -350,7 +355,43 @@ def _check_site_file(raw: Any, catalog: Catalog, problems: list[Problem]) -> dic
     out["open_ports"] = _check_open_ports(chk, data.get("open_ports", []))
     if data.get("smtp") is not None:
         out["smtp"] = _check_smtp(chk, data["smtp"])
+    if data.get("build_ca_bundle") is not None:
+        out["build_ca_bundle"] = _check_build_ca(chk, data["build_ca_bundle"], site_dir)
     return out
+
+
+def _check_build_ca(chk: _Checker, value: Any, site_dir: Path | None) -> str | None:
+    """The extra CA bundle that image builds trust (an intercepting HTTPS proxy's CA):
+    a PEM file on the controller, absolute or relative to the site folder."""
+    key = ("build_ca_bundle",)
+    fix = (
+        "name a PEM file of CA certificates (e.g. /etc/ssl/certs/ca-certificates.crt, "
+        "or your proxy's CA), or remove build_ca_bundle"
+    )
+    if not isinstance(value, str) or not value.strip():
+        chk.add(key, "must be the path of a PEM file", fix)
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute() and site_dir is not None:
+        path = site_dir / path
+    if not path.is_file():
+        chk.add(key, f"{path}: no such file", fix)
+        return None
+    try:
+        text = path.read_bytes()[: 4 * 1024 * 1024 + 1].decode("ascii")
+    except (OSError, UnicodeDecodeError) as err:
+        chk.add(key, f"{path}: not a readable PEM text file ({err})", fix)
+        return None
+    import ssl
+
+    try:
+        if "-----BEGIN CERTIFICATE-----" not in text or len(text) > 4 * 1024 * 1024:
+            raise ssl.SSLError("no certificate in it")
+        ssl.create_default_context(cadata=text)
+    except ssl.SSLError as err:
+        chk.add(key, f"{path}: not a PEM bundle of CA certificates ({err})", fix)
+        return None
+    return str(path.resolve())
 
 
 def _check_admins(chk: _Checker, admins: Any) -> list[Admin]:
@@ -755,7 +796,7 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
             problems.append(Problem(required, "", "missing", fix))
     site_raw = _load_yaml_file(site_dir / "site.yml", "site.yml", problems)
     hosts_raw = _load_yaml_file(site_dir / "hosts.yml", "hosts.yml", problems)
-    values = _check_site_file(site_raw, catalog, problems) if site_raw is not None else {}
+    values = _check_site_file(site_raw, catalog, problems, site_dir) if site_raw is not None else {}
     hosts = (
         _check_hosts(hosts_raw, site_dir, values.get("services", {}), problems)
         if hosts_raw is not None
@@ -779,8 +820,9 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
         services=values["services"],
         backup=values["backup"],
         open_ports=tuple(values["open_ports"]),
+        build_ca_bundle=values.get("build_ca_bundle"),
         hosts=tuple(hosts),
-        catalog=catalog,
+        catalog=catalog.for_profile(values["profile"]),
         smtp=values.get("smtp"),
     )
     _check_placement(site, problems)

@@ -1,13 +1,15 @@
 """Backups end to end on the deployed demo site: data seeded through the real services
-(WebDAV, CalDAV, DokuWiki over HTTPS through the proxy, trusting only the site's CA),
-backed up with `telecentre-ctl backup`, wiped, restored with `telecentre-ctl restore`,
-served again byte-identical; restore drills; a damaged repository caught by the check;
-a small loop-mounted backup disk that fills up; nothing readable in the repository.
+(WebDAV, CalDAV with a room booking, DokuWiki, Fava, pads, polls, over HTTPS through the
+proxy, trusting only the site's CA), backed up with `telecentre-ctl backup`, wiped,
+restored with `telecentre-ctl restore`, served again byte-identical; restore drills; a
+damaged repository caught by the check; a small loop-mounted backup disk that fills up;
+nothing readable in the repository.
 
 Every test leaves the deployed site as it found it (the wiped data is restored, the
-loop-mounted disk unmounted, a last good backup made). Database dumps (postgres,
-mariadb) are not exercised here: their images cannot be pulled without a registry; the
-dump, load and drill paths are covered by tests/unit/test_backup.py with a fake docker.
+loop-mounted disk unmounted, a last good backup made). The pads and the polls live in the
+lite profile's PostgreSQL (Debian's, built on the host): their dumps are made, loaded back
+by the restore and by the drill for real here. MariaDB's dump and load need its upstream
+image, which cannot be pulled without a registry: tests/unit/test_backup.py covers them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ import pytest
 import requests
 
 from tests.conftest import DeployedSite
+from tests.e2e.clients import (
+    booking_event,
+    fava_add,
+    fava_balance,
+    fava_session,
+    member_calendar,
+    pad_edit,
+    pad_text,
+    pads_session,
+    poll_create,
+    poll_data,
+    poll_vote,
+    polls_session,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +55,18 @@ CANARY = "CANARY-" + uuid.uuid4().hex  # planted in the data, must never show in
 VOLUMES = {
     "webdav": ["/srv/telecentre/webdav/files"],
     "radicale": ["/srv/telecentre/radicale/collections"],
+    "fava": ["/srv/telecentre/fava/ledgers"],
 }
+LEDGER = "/srv/telecentre/fava/ledgers/association.beancount"
+# What PostgreSQL holds for a service: its rows as pg_dump writes them.
+DATABASES = {"pads": "tc_pads", "polls": "tc_polls"}
+
+
+def database_rows(site: DeployedSite, service: str) -> str:
+    dump = f"docker exec tc-postgres pg_dump -U postgres --data-only {DATABASES[service]}"
+    # pg_dump 17.6+ fences its output with \restrict / \unrestrict and a fresh random key
+    lines = site.run(dump).stdout.splitlines()
+    return "\n".join(ln for ln in lines if not ln.startswith(("\\restrict ", "\\unrestrict ")))
 
 
 def ctl(site: DeployedSite, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,9 +109,17 @@ class Seeded:
     event_uid: str
     page_id: str
     page_text: str
+    narration: str
+    ledger_sha256: str
+    pad: str
+    pad_lines: list[str]
+    poll: str
+    poll_data: dict[str, Any]
+    booking_uid: str
+    rows: dict[str, str]
 
 
-def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path) -> Seeded:
+def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path, pad_client: Path) -> Seeded:
     """Data put in through the applications, as co-workers would."""
     dav = session_for(site_ca, ("partage", site.secrets()["webdav"]["password"]))
     folder = f"https://fichiers.{lan}/sauvegarde-{uuid.uuid4().hex[:6]}/"
@@ -121,7 +156,32 @@ def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path) -> Seeded:
     page_id = f"sauvegarde:page{uuid.uuid4().hex[:6]}"
     text = "====== Sauvegardes ======\nChaque nuit, chiffrées. Vérifiées chaque semaine ✓.\n"
     save_wiki_page(site, lan, site_ca, page_id, text)
-    return Seeded(folder, sums, str(calendar.url), uid, page_id, text)
+
+    fava = fava_session(site, site_ca)
+    narration = f"Cotisation sauvegardée {uuid.uuid4().hex[:6]}"
+    fava_add(fava, lan, narration, "15.00")
+    assert fava_balance(fava, lan, narration)["Actif:512-Banque"] == "15.00"
+    ledger = site.run(f"sha256sum {LEDGER}").stdout.split()[0]
+
+    pads = pads_session(site, site_ca)
+    token = pads.get(f"https://pads.{lan}/api/token", timeout=30).json()["token"]
+    pad, lines = f"Sauvegarde {uuid.uuid4().hex[:6]}", ["Avant la panne", "Après la restauration"]
+    writers = [pad_edit(pad_client, site, lan, site_ca, token, pad, line, lines) for line in lines]
+    for proc in writers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    pad_text(pads, lan, pad, lines)  # stored
+
+    polls = polls_session(site, site_ca)
+    poll = poll_create(polls, lan, "Date de l'assemblée générale", ["12 mars", "19 mars"])
+    poll_vote(polls, lan, poll, "Alex", [1])
+    booking = f"{uuid.uuid4()}@telecentre"
+    member_calendar(site, lan, site_ca, "imprimante-3d").save_event(
+        booking_event(booking, "20270115T140000Z", "20270115T170000Z", "Impression des badges")
+    )
+    rows = {service: database_rows(site, service) for service in DATABASES}
+    return Seeded(folder, sums, str(calendar.url), uid, page_id, text, narration, ledger, pad,
+                  lines, poll, poll_data(polls, lan, poll), booking, rows)  # fmt: skip
 
 
 def save_wiki_page(site: DeployedSite, lan: str, site_ca: Path, page_id: str, text: str) -> None:
@@ -155,6 +215,16 @@ def wiki_page(lan: str, site_ca: Path, page_id: str) -> str:
 
 
 def served_as_seeded(site: DeployedSite, lan: str, site_ca: Path, seeded: Seeded) -> None:
+    assert site.run(f"sha256sum {LEDGER}").stdout.split()[0] == seeded.ledger_sha256
+    balance = fava_balance(fava_session(site, site_ca), lan, seeded.narration)
+    assert balance == {"Actif:512-Banque": "15.00", "Produits:756-Cotisations": "-15.00"}
+    for service, rows in seeded.rows.items():  # byte for byte, as backed up
+        assert database_rows(site, service) == rows, service
+    assert poll_data(polls_session(site, site_ca), lan, seeded.poll) == seeded.poll_data
+    printer = member_calendar(site, lan, site_ca, "imprimante-3d")
+    assert any(seeded.booking_uid in e.data for e in printer.events())
+    text = pad_text(pads_session(site, site_ca), lan, seeded.pad, seeded.pad_lines)
+    assert sorted(text.splitlines()) == sorted(seeded.pad_lines)
     dav = session_for(site_ca, ("partage", site.secrets()["webdav"]["password"]))
     for name, digest in seeded.files.items():
         answer = dav.get(seeded.folder + quote(name), timeout=300)
@@ -184,7 +254,7 @@ def wiki_volumes(site: DeployedSite) -> list[str]:
 
 
 def test_backup_wipe_restore_round_trip(
-    deployed_demo: DeployedSite, lan: str, site_ca: Path, tmp_path: Path
+    deployed_demo: DeployedSite, lan: str, site_ca: Path, tmp_path: Path, pad_client: Path
 ) -> None:
     site = deployed_demo
     # the deploy scheduled the nightly backup at site.yml's time, and the weekly drill
@@ -193,7 +263,7 @@ def test_backup_wipe_restore_round_trip(
     assert site.run("systemctl is-enabled telecentre-backup.timer telecentre-backup-drill.timer")
     assert site.run("stat -c %a /etc/telecentre/backup/restic.pass").stdout.strip() == "600"
 
-    seeded = seed(site, lan, site_ca, tmp_path)
+    seeded = seed(site, lan, site_ca, tmp_path, pad_client)
     done = ctl_json(site, "backup", str(site.site_dir))
     (host,) = done["hosts"]
     assert host["ok"] is True and re.fullmatch(r"[0-9a-f]{8}", host["snapshot"])
@@ -210,12 +280,17 @@ def test_backup_wipe_restore_round_trip(
     assert site.run(f"grep -rlF {CANARY} /srv/telecentre/webdav", check=False).returncode == 0
 
     # wipe every volume of the three applications, then restore each from the backup
-    wiped = {"webdav": VOLUMES["webdav"], "radicale": VOLUMES["radicale"],
-             "dokuwiki": wiki_volumes(site)}  # fmt: skip
+    wiped = {**VOLUMES, "dokuwiki": wiki_volumes(site)}
     for volumes in wiped.values():
         for volume in volumes:
             site.run(f"find {volume} -mindepth 1 -delete")
+    # pads and polls live in PostgreSQL: emptied there (the dumps bring them back)
+    psql = "docker exec tc-postgres psql -U postgres -v ON_ERROR_STOP=1"
+    site.run(f"{psql} -d tc_pads -c 'DELETE FROM pads'")
+    site.run(f"{psql} -d tc_polls -c 'TRUNCATE jawanndenn_poll CASCADE'")
+    wiped |= {"pads": [], "polls": []}
     assert dav_status(site, lan, site_ca, seeded) == 404
+    assert all(database_rows(site, s) != seeded.rows[s] for s in DATABASES)
     for service in wiped:
         restored = ctl_json(site, "restore", str(site.site_dir), "--service", service)
         (outcome,) = restored["hosts"]

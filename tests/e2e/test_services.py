@@ -7,6 +7,7 @@ they are checked by tests/unit/test_render.py (schema, `docker compose config`),
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -18,14 +19,26 @@ import pytest
 import requests
 
 from tests.conftest import DeployedSite
+from tests.e2e.clients import (
+    booking_event,
+    fava_add,
+    fava_balance,
+    fava_session,
+    member_calendar,
+    pad_edit,
+    pad_text,
+    pads_session,
+    poll_create,
+    poll_data,
+    poll_vote,
+    polls_session,
+    url,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.e2e
 
-DEMO_APPS = {"webdav", "radicale", "dokuwiki"}
-
-
-def url(lan: str, sub: str, path: str = "/") -> str:
-    return f"https://{sub + '.' if sub else ''}{lan}{path}"
+DEMO_APPS = {"webdav", "radicale", "dokuwiki", "fava", "pads", "polls"}
 
 
 def test_portal_lists_exactly_the_enabled_services(
@@ -35,7 +48,7 @@ def test_portal_lists_exactly_the_enabled_services(
     assert page.status_code == 200
     assert set(re.findall(r'id="service-([a-z-]+)"', page.text)) == DEMO_APPS
     assert "Tiers-lieu de démonstration" in page.text  # the site's title, in its locale (fr)
-    for sub in ("fichiers", "agenda", "wiki"):
+    for sub in ("fichiers", "agenda", "wiki", "comptes", "pads", "sondages"):
         assert url(lan, sub) in page.text
     ca = requests.get(url(lan, "", "/telecentre-ca.crt"), verify=str(site_ca), timeout=30)
     assert ca.status_code == 200 and ca.text.strip() == site_ca.read_text().strip()
@@ -163,9 +176,116 @@ def test_dokuwiki_page_is_saved_and_served(
     assert "café offert" in shown
 
 
+def test_fava_transaction_reaches_the_balance(
+    deployed_demo: DeployedSite, lan: str, site_ca: Path
+) -> None:
+    """A transaction added through Fava's own API (what its entry form sends) shows in the
+    balances; the ledger starts from the French chart of accounts for associations."""
+    base = url(lan, "comptes")
+    assert requests.get(base, verify=str(site_ca), timeout=30).status_code == 401
+    fava = fava_session(deployed_demo, site_ca)
+    assert fava.get(base, auth=("admin", "wrong"), timeout=30).status_code == 401
+    front = fava.get(base, timeout=60)
+    assert front.status_code == 200 and "/association/" in front.url
+    accounts = fava.get(
+        url(lan, "comptes", "/association/api/query"),
+        timeout=60,
+        params={"query_string": "SELECT account FROM #accounts WHERE account ~ '^Produits:756'"},
+    )
+    assert "Produits:756-Cotisations" in accounts.text  # the plan comptable associatif
+    narration = f"Cotisation {uuid.uuid4().hex[:8]}"
+    fava_add(fava, lan, narration, "42.50")
+    assert fava_balance(fava, lan, narration) == {
+        "Actif:512-Banque": "42.50",
+        "Produits:756-Cotisations": "-42.50",
+    }
+    sheet = fava.get(url(lan, "comptes", "/association/balance_sheet/"), timeout=60)
+    assert sheet.status_code == 200 and "512-Banque" in sheet.text
+
+
+def test_two_clients_edit_one_pad_and_it_survives_a_restart(
+    deployed_demo: DeployedSite, lan: str, site_ca: Path, pad_client: Path
+) -> None:
+    """Two co-workers (the Yjs/Hocuspocus client the editor runs) write in one pad at the
+    same time and each sees the other's line; the pad is in PostgreSQL: after a restart of
+    the pads server a third client finds both lines."""
+    assert requests.get(url(lan, "pads"), verify=str(site_ca), timeout=30).status_code == 401
+    pads = pads_session(deployed_demo, site_ca)
+    page = pads.get(url(lan, "pads"), timeout=30)
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert len(pads.get(url(lan, "pads", "/static/app.js"), timeout=30).content) > 100_000
+    token = pads.get(url(lan, "pads", "/api/token"), timeout=30).json()["token"]
+    pad = f"Réunion {uuid.uuid4().hex[:6]}"
+    lines = ["Ordre du jour : le four du fab-lab", "Compte rendu : tout le monde est d'accord ✓"]
+    both = [pad_edit(pad_client, deployed_demo, lan, site_ca, token, pad, line, lines)
+            for line in lines]  # fmt: skip
+    for proc in both:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert sorted(json.loads(out)["lines"]) == sorted(lines)
+    # both lines, in the order the concurrent edits were merged
+    assert sorted(pad_text(pads, lan, pad, lines).splitlines()) == sorted(lines)
+    forged = pad_edit(pad_client, deployed_demo, lan, site_ca, "9999999999.forged", pad, None, [])
+    _, err = forged.communicate(timeout=120)
+    assert forged.returncode == 1 and "authentication failed" in err
+
+    deployed_demo.run("docker restart tc-pads")
+    wait_healthy(deployed_demo, "tc-pads")
+    later = pad_edit(pad_client, deployed_demo, lan, site_ca, token, pad, None, lines)
+    out, err = later.communicate(timeout=120)
+    assert later.returncode == 0, err
+    assert sorted(json.loads(out)["lines"]) == sorted(lines)
+    listed = pads.get(url(lan, "pads", "/api/pads"), timeout=30).json()["pads"]
+    assert pad in [p["name"] for p in listed]
+
+
+def test_a_poll_is_made_voted_and_counted(
+    deployed_demo: DeployedSite, lan: str, site_ca: Path
+) -> None:
+    """jawanndenn through its own forms, as a browser posts them: a poll on the fab-lab's
+    next workshop, two members vote, the results count both."""
+    assert requests.get(url(lan, "sondages"), verify=str(site_ca), timeout=30).status_code == 401
+    polls = polls_session(deployed_demo, site_ca)
+    options = ["Réparation de vélos", "Impression 3D", "Couture"]
+    poll = poll_create(polls, lan, "Quel atelier en janvier ?", options)
+    assert polls.get(url(lan, "sondages", f"/poll/{poll}"), timeout=30).status_code == 200
+    poll_vote(polls, lan, poll, "Camille", [0, 2])
+    poll_vote(polls, lan, poll, "Dominique", [1, 2])
+    data = poll_data(polls, lan, poll)
+    assert data["config"] == {"title": "Quel atelier en janvier ?", "options": options}
+    assert data["votes"] == [["Camille", [True, False, True]], ["Dominique", [False, True, True]]]
+
+
+def test_a_room_is_booked_once_and_shows_busy(
+    deployed_demo: DeployedSite, lan: str, site_ca: Path
+) -> None:
+    """The members' CalDAV account books the meeting room (a resource calendar in Radicale):
+    an overlapping booking is refused, the next slot is taken, free/busy shows both."""
+    import caldav
+
+    room = member_calendar(deployed_demo, lan, site_ca, "salle-reunion")
+    assert room.get_display_name() == "Salle de réunion"
+    day = f"2027{uuid.uuid4().int % 12 + 1:02d}{uuid.uuid4().int % 28 + 1:02d}"
+    room.save_event(booking_event(str(uuid.uuid4()), f"{day}T090000Z", f"{day}T110000Z", "CA"))
+    with pytest.raises(caldav.lib.error.PutError):
+        room.save_event(
+            booking_event(str(uuid.uuid4()), f"{day}T100000Z", f"{day}T120000Z", "Atelier")
+        )
+    room.save_event(booking_event(str(uuid.uuid4()), f"{day}T110000Z", f"{day}T120000Z", "Suite"))
+    start = dt.datetime.strptime(day, "%Y%m%d").replace(tzinfo=dt.UTC)
+    busy = room.freebusy_request(start, start + dt.timedelta(days=1)).data
+    assert busy.count("FBTYPE:BUSY") == 2
+    assert f"DTSTART:{day}T090000Z" in busy and f"DTSTART:{day}T110000Z" in busy
+    # another resource is free at that time
+    laser = member_calendar(deployed_demo, lan, site_ca, "decoupe-laser")
+    laser.save_event(
+        booking_event(str(uuid.uuid4()), f"{day}T100000Z", f"{day}T120000Z", "Découpe")
+    )
+
+
 def test_containers_are_hardened_and_keep_secrets_out_of_env(deployed_demo: DeployedSite) -> None:
     names = deployed_demo.run("docker ps -a --format '{{.Names}}'").stdout.split()
-    assert sorted(names) == sorted(f"tc-{s}" for s in (*DEMO_APPS, "proxy"))
+    assert sorted(names) == sorted(f"tc-{s}" for s in (*DEMO_APPS, "postgres", "proxy"))
     inspected = json.loads(deployed_demo.run("docker inspect " + " ".join(names)).stdout)
     secret_values = [v for values in deployed_demo.secrets().values() for v in values.values()]
     for container in inspected:
@@ -243,7 +363,10 @@ def test_removed_service_leaves_host_and_portal(
         assert deployed_demo.run("test -d /srv/telecentre/dokuwiki/data").returncode == 0
         portal = requests.get(url(lan, ""), verify=str(site_ca), timeout=30).text
         assert set(re.findall(r'id="service-([a-z-]+)"', portal)) == DEMO_APPS - {"dokuwiki"}
-        assert "wiki." not in deployed_demo.run("cat /opt/telecentre/proxy/Caddyfile").stdout
+        assert "wiki." not in deployed_demo.run("cat /opt/telecentre/proxy/caddy/Caddyfile").stdout
+        # what the running proxy reads, not only the rendered file
+        served = deployed_demo.run("docker exec tc-proxy cat /etc/caddy/Caddyfile").stdout
+        assert "wiki." not in served and "fichiers." in served
     finally:
         site_file.write_text(original, encoding="utf-8")
         deployed_demo.deploy()

@@ -85,13 +85,48 @@ def test_deployed_site_is_healthy(deployed_demo: DeployedSite) -> None:
     assert site["state"] in ("ok", "warning")
     assert site["headline"].startswith("Tout fonctionne"), site["headline"]
     rows = services_of(data)
-    assert {"webdav", "radicale", "dokuwiki", "proxy"} <= set(rows)
+    # every service, named in plain words in the site's language
+    assert {s: r["title"] for s, r in rows.items()} == {
+        "webdav": "Fichiers partagés",
+        "radicale": "Agendas, contacts et réservations",
+        "dokuwiki": "Wiki du tiers-lieu",
+        "fava": "Comptabilité",
+        "pads": "Pads : écriture collaborative",
+        "polls": "Sondages et idées",
+        "postgres": "PostgreSQL",
+        "proxy": "Portail et proxy HTTPS",
+    }
     assert {r["state"] for r in rows.values()} == {"ok"}, rows
     host = site["hosts"][0]
     assert host["reachable"] and host["probe"]["ca_pem"].startswith("-----BEGIN CERTIFICATE")
     certificate = [c for c in site["checks"] if c["check"] == "certificate"]
     assert certificate and certificate[0]["level"] == "ok"
     assert not [f for f in site["findings"] if f["level"] != "warning"]
+
+
+def test_a_stopped_database_names_the_services_it_takes_down(
+    deployed_demo: DeployedSite,
+) -> None:
+    """PostgreSQL stopped: the pads and the polls fail their health checks (they ask the
+    database), and status says so in words, not only 'PostgreSQL down'."""
+    deployed_demo.run("docker stop tc-postgres")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            code, data, _ = run_status([deployed_demo.site_dir], env=deployed_demo.env)
+            rows = services_of(data)
+            if rows["pads"]["state"] != "ok" and rows["polls"]["state"] != "ok":
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(5)
+    finally:
+        deployed_demo.run("docker start tc-postgres")
+        for container in ("tc-postgres", "tc-pads", "tc-polls"):
+            wait_healthy(deployed_demo, container, timeout=240)
+    site = data["sites"][0]
+    assert code == 1 and site["state"] == "degraded"
+    assert rows["postgres"]["state"] == "down"
+    assert "PostgreSQL en panne" in site["headline"], site["headline"]
 
 
 def test_stopped_container_is_degraded_naming_the_service(
@@ -106,7 +141,7 @@ def test_stopped_container_is_degraded_naming_the_service(
     site = data["sites"][0]
     assert code == 1
     assert site["state"] == "degraded"
-    assert "Agendas et contacts en panne depuis" in site["headline"], site["headline"]
+    assert "Agendas, contacts et réservations en panne depuis" in site["headline"], site["headline"]
     rows = services_of(data)
     assert rows["radicale"]["state"] == "down"
     assert rows["webdav"]["state"] == "ok" and rows["dokuwiki"]["state"] == "ok"

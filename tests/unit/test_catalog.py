@@ -12,7 +12,7 @@ from telecentre_ctl.paths import SERVICES_DIR
 
 ENTRIES = sorted(p.parent.name for p in SERVICES_DIR.glob("*/service.yml"))
 STANDARD = {"nextcloud", "collabora", "dolibarr", "etherpad", "vaultwarden"}
-LITE = {"webdav", "radicale", "dokuwiki"}
+LITE = {"webdav", "radicale", "dokuwiki", "fava", "pads", "polls"}
 
 
 def entry(name: str) -> dict:
@@ -90,3 +90,31 @@ def test_catalogue_problems_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as err:
         load_catalog(tmp_path)
     assert "services/bad/service.yml" in str(err.value)
+
+
+def test_a_variant_replaces_keys_for_its_profile_only() -> None:
+    catalog = load_catalog()
+    lite, standard = catalog.for_profile("lite"), catalog.for_profile("standard")
+    assert lite["postgres"].built_locally and lite["postgres"].image == "telecentre/postgres:17-1"
+    assert lite["postgres"].memory_mb == 192 and lite["postgres"].data["read_only"] is True
+    assert "variants" not in lite["postgres"].data and "download_mb" not in lite["postgres"].data
+    assert standard["postgres"].image.startswith("docker.io/library/postgres:")
+    assert not standard["postgres"].built_locally and "build" not in standard["postgres"].data
+    # shared facts stay one: the dependency's interface is the entry's own
+    for key in ("database", "env", "secrets", "volumes", "healthcheck"):
+        assert lite["postgres"].data[key] == standard["postgres"].data[key]
+    assert catalog.for_profile("lite") is lite  # one view per profile
+
+
+def test_a_broken_variant_is_reported_with_its_profile() -> None:
+    data = entry("postgres")
+    data["variants"]["lite"]["memory_mb"] = 1
+    problems = [str(p) for p in check_entry("postgres", data, "services/postgres/service.yml")]
+    assert any("variants.lite" in p and "1 is less than" in p for p in problems), problems
+    data = entry("postgres")
+    data["variants"]["lite"]["build"]["context"] = "nowhere"
+    problems = [str(p) for p in check_entry("postgres", data, "services/postgres/service.yml")]
+    assert any("variants.lite.build.context" in p for p in problems), problems
+    data = entry("postgres")
+    data["variants"]["huge"] = {}
+    assert check_entry("postgres", data, "services/postgres/service.yml")

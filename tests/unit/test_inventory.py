@@ -205,7 +205,9 @@ def test_the_site_takes_its_hosts_and_variables_from_the_resolver(make_site: Mak
             "vars": {"tc_ram_gb": 8, "ansible_user": "admin"},
             "children": {
                 "telecentre": {
-                    "vars": {"tc_services": ["webdav", "radicale", "dokuwiki"]},
+                    "vars": {
+                        "tc_services": ["webdav", "radicale", "dokuwiki", "fava", "pads", "polls"]
+                    },
                     "hosts": {"box1": {"ansible_host": "192.0.2.5"}},
                     "children": {"annex": {"hosts": {"box2": {"tc_services": ["radicale"]}}}},
                 },

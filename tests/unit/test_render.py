@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -85,7 +87,21 @@ def test_placeholders_are_filled(standard) -> None:
     assert collabora["aliasgroup1"] == "https://cloud.comptoir.example.org:443"
     dolibarr = docs["dolibarr"]["services"]["dolibarr"]["environment"]
     assert dolibarr["DOLI_URL_ROOT"] == "https://gestion.comptoir.example.org"
-    assert "{" not in yaml.safe_dump(docs)
+    assert not compose.PLACEHOLDER_RE.search(yaml.safe_dump(docs))
+    radicale = docs["radicale"]["services"]["radicale"]["environment"]
+    assert json.loads(radicale["RADICALE_RESOURCES"])["imprimante-3d"] == "Imprimante 3D"
+
+
+def test_options_reach_the_environment_as_json() -> None:
+    catalog = {"x": {"options": {"rooms": {"type": "object", "default": {"a": "A"}},
+                                 "size": {"type": "integer"}}}}  # fmt: skip
+    site: dict[str, Any] = {"services": {"x": {}}}
+    assert compose.fill("{option:rooms}", "x", site, catalog) == '{"a":"A"}'
+    site = {"services": {"x": {"rooms": {"b": "Bé"}, "size": 3}}}
+    assert compose.fill("{option:rooms}/{option:size}", "x", site, catalog) == '{"b":"Bé"}/3'
+    assert compose.fill("{option:size}", "x", {"services": {"x": None}}, catalog) == ""
+    with pytest.raises(ValueError, match="names no option"):
+        compose.fill("{option:nope}", "x", site, catalog)
 
 
 def test_unknown_placeholder_is_refused() -> None:
@@ -103,7 +119,7 @@ def test_databases_stay_on_the_internal_network(standard) -> None:
 
 def test_caddyfile_routes_every_app_and_nothing_else(standard) -> None:
     (host,) = standard.hosts
-    caddyfile = host.files["/opt/telecentre/proxy/Caddyfile"]
+    caddyfile = host.files["/opt/telecentre/proxy/caddy/Caddyfile"]
     sites = re.findall(r"^(\S+\.example\.org) \{", caddyfile, re.M)
     apps = standard.site.services
     assert sorted(sites) == sorted(
@@ -114,7 +130,7 @@ def test_caddyfile_routes_every_app_and_nothing_else(standard) -> None:
 
 
 def test_internal_tls_for_lan_sites(demo) -> None:
-    caddyfile = demo.hosts[0].files["/opt/telecentre/proxy/Caddyfile"]
+    caddyfile = demo.hosts[0].files["/opt/telecentre/proxy/caddy/Caddyfile"]
     assert "local_certs" in caddyfile
     portal = demo.hosts[0].files["/opt/telecentre/portal/index.html"]
     assert "telecentre-ca.crt" in portal
@@ -127,7 +143,7 @@ def test_portal_lists_exactly_the_enabled_services(make_site: MakeSite) -> None:
     portal = make_plan(site).hosts[0].files["/opt/telecentre/portal/index.html"]
     listed = set(re.findall(r'id="service-([a-z-]+)"', portal))
     assert listed == {"radicale", "webdav"}
-    assert "Calendars and contacts" in portal and "Open" in portal
+    assert "Calendars, contacts and bookings" in portal and "Open" in portal
     assert 'lang="en"' in portal
 
 
@@ -211,7 +227,7 @@ def test_mail_only_through_a_configured_relay(make_site: MakeSite) -> None:
 
 
 def test_every_route_passes_the_client_address(standard) -> None:
-    caddyfile = standard.hosts[0].files["/opt/telecentre/proxy/Caddyfile"]
+    caddyfile = standard.hosts[0].files["/opt/telecentre/proxy/caddy/Caddyfile"]
     proxies = caddyfile.count("reverse_proxy ")
     assert proxies == len(standard.site.services)
     assert caddyfile.count("header_up X-Real-IP {remote_host}") == proxies

@@ -312,14 +312,14 @@ def test_placement_with_tc_services(make_site: MakeSite) -> None:
         "telecentre": {
             "hosts": {
                 "files": {"tc_services": ["webdav"]},
-                "collab": {"tc_services": ["radicale", "dokuwiki"]},
+                "collab": {"tc_services": ["radicale", "dokuwiki", "fava", "pads", "polls"]},
             }
         }
     }
     site = load_site(make_site(hosts=hosts))
     assert site.placement() == {
         "files": ["webdav", "proxy"],
-        "collab": ["radicale", "dokuwiki", "proxy"],
+        "collab": ["postgres", "radicale", "dokuwiki", "fava", "pads", "polls", "proxy"],
     }
 
 

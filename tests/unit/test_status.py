@@ -34,11 +34,15 @@ from telecentre_ctl.site import Site, load_site
 from tests.conftest import MakeSite
 
 NOW = dt.datetime(2025, 3, 12, 10, 0, tzinfo=dt.UTC)
+# The demo's apps on two boxes: files and calendars on one, everything else on the other.
+BOX1 = ["webdav", "radicale"]
+DEMO_APPS = yaml.safe_load((DEMO_SITE / "site.yml").read_text())["services"]
+BOX2 = [s for s in DEMO_APPS if s not in BOX1]
 TWO_HOSTS = {
     "telecentre": {
         "hosts": {
-            "box1": {"tc_ram_gb": 4, "tc_services": ["webdav", "radicale"]},
-            "box2": {"tc_ram_gb": 4, "tc_services": ["dokuwiki"]},
+            "box1": {"tc_ram_gb": 4, "tc_services": BOX1},
+            "box2": {"tc_ram_gb": 4, "tc_services": BOX2},
         }
     }
 }
@@ -536,7 +540,8 @@ def test_unreachable_host_keeps_the_others_reported(sites: dict[str, Site]) -> N
     assert rows["dokuwiki"].state == "unknown" and rows["dokuwiki"].host == "box2"
     assert rows["webdav"].state == "ok" and rows["radicale"].state == "down"
     assert "Serveur box2 injoignable" in report.headline
-    assert "Agendas et contacts en panne" in report.headline  # known trouble not hidden
+    # known trouble not hidden
+    assert "Agendas, contacts et réservations en panne" in report.headline
     assert "sur box1" in " ".join(f.message for f in report.findings if f.host == "box1") or (
         all(f.subject != "disk" for f in report.findings)
     )
@@ -905,8 +910,8 @@ def test_collect_bounds_every_host_and_reports_the_others(
                     "tc_services": services,
                 }
                 for name, port, services in (
-                    ("box1", port1, ["webdav", "radicale"]),
-                    ("box2", port2, ["dokuwiki"]),
+                    ("box1", port1, BOX1),
+                    ("box2", port2, BOX2),
                 )
             }
         }

@@ -270,7 +270,7 @@ def test_status_shows_rolled_back_and_interrupted_upgrades(tmp_path: Path) -> No
     report = judge(site, probe_set("backup.upgrades", back))
     (found,) = [f for f in report.findings if f.code == "upgrade_rolled_back"]
     assert found.level == st.Level.WARNING and "3.5-3" in found.message
-    assert "Agendas et contacts" in found.message and report.exit_code == 0
+    assert "Agendas, contacts et réservations" in found.message and report.exit_code == 0
     stuck = judge(site, probe_set("backup.upgrades", {"radicale": {"step": "verify"}}))
     (found,) = [f for f in stuck.findings if f.code == "upgrade_interrupted"]
     assert found.level == st.Level.DEGRADED and stuck.exit_code == 1

@@ -1,0 +1,84 @@
+"""Fava for every ledger of the volume, behind HTTP Basic authentication, on cheroot.
+
+Each ledger FAVA_LEDGERS names ({"slug": "chart"}, JSON) is made once from its chart of
+accounts (plans/<chart>.beancount) and never overwritten. Fava itself has no login: every
+request must carry the account's credentials (the proxy keeps them encrypted in transit).
+The password is read from a file, never from the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from cheroot import wsgi
+from fava.application import create_app
+
+LEDGERS = Path("/var/lib/fava/ledgers")
+PLANS = Path("/usr/share/fava-plans")
+PASSWORD_FILE = Path("/run/fava/admin_password")
+REALM = "Fava"
+
+StartResponse = Callable[..., Any]
+App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def authorised(header: str, user: str, password: str) -> bool:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given_user, _, given = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    same_user = hmac.compare_digest(given_user.encode(), user.encode())
+    return hmac.compare_digest(given.encode(), password.encode()) and same_user
+
+
+def with_basic_auth(app: App, user: str, password: str) -> App:
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if authorised(environ.get("HTTP_AUTHORIZATION", ""), user, password):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+             ("Content-Type", "text/plain; charset=utf-8")],
+        )
+        return [b"Login required.\n"]
+
+    return guarded
+
+
+def make_ledgers(wanted: dict[str, str]) -> None:
+    for slug, plan in wanted.items():
+        ledger = LEDGERS / f"{slug}.beancount"
+        if not ledger.exists():
+            text = (PLANS / f"{plan}.beancount").read_text(encoding="utf-8")
+            tmp = ledger.with_name(f".{ledger.name}.tmp")
+            tmp.write_text(text.replace("@TITLE@", slug), encoding="utf-8")
+            tmp.rename(ledger)
+
+
+def main() -> None:
+    make_ledgers(json.loads(os.environ.get("FAVA_LEDGERS") or '{"association": "association"}'))
+    files = sorted(str(p) for p in LEDGERS.glob("*.beancount"))
+    if not files:
+        sys.exit(f"no ledger (*.beancount) in {LEDGERS}")
+    app = create_app(files, load=True)
+    password = PASSWORD_FILE.read_text(encoding="utf-8").strip()
+    guarded = with_basic_auth(app, os.environ.get("FAVA_USER", "admin"), password)
+    server = wsgi.Server(("0.0.0.0", 5000), guarded, numthreads=4)
+    try:
+        server.start()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""jawanndenn behind the members' account: every request must carry it (HTTP Basic, kept
+encrypted in transit by the proxy) before jawanndenn, which has no login, sees it."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from django.core.wsgi import get_wsgi_application
+
+StartResponse = Callable[..., Any]
+USER = os.environ.get("POLLS_USER", "membre")
+PASSWORD = Path("/run/polls/password").read_text(encoding="utf-8").strip()
+polls = get_wsgi_application()
+
+
+def authorised(header: str) -> bool:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        return False
+    return hmac.compare_digest(given, f"{USER}:{PASSWORD}".encode())
+
+
+def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    if authorised(environ.get("HTTP_AUTHORIZATION", "")):
+        return polls(environ, start_response)
+    start_response(
+        "401 Unauthorized",
+        [("WWW-Authenticate", 'Basic realm="Sondages", charset="UTF-8"'),
+         ("Content-Type", "text/plain; charset=utf-8")],
+    )  # fmt: skip
+    return [b"Login required.\n"]
