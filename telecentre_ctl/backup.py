@@ -65,7 +65,9 @@ def local_target(target: str) -> str | None:
 
 
 def services_to_back_up(host_services: list[str], catalog: dict[str, Any]) -> list[dict[str, Any]]:
-    """The host's services with data, in placement order: volume folders and database."""
+    """The host's services with data, in placement order: volume folders, database, live
+    SQLite databases (copied through SQLite's backup API), and the commands run in the
+    container before and after (e.g. Nextcloud's maintenance mode)."""
     found = []
     for name in host_services:
         spec = catalog[name].get("backup") or {}
@@ -77,14 +79,16 @@ def services_to_back_up(host_services: list[str], catalog: dict[str, Any]) -> li
                 raise ValueError(f"{name}: backup.database set but no postgres/mariadb in depends")
             database = {"engine": engine, "container": f"tc-{engine}", "name": db_identifier(name)}
         if volumes or database:
-            found.append(
-                {
-                    "name": name,
-                    "volumes": volumes,
-                    "database": database,
-                    "compose_file": f"{OPT_DIR}/{name}/compose.yml",
-                }
-            )
+            entry: dict[str, Any] = {
+                "name": name,
+                "volumes": volumes,
+                "database": database,
+                "compose_file": f"{OPT_DIR}/{name}/compose.yml",
+            }
+            entry |= {key: spec[key] for key in ("before", "after") if spec.get(key)}
+            if spec.get("sqlite"):
+                entry["sqlite"] = [f"{DATA_DIR}/{name}/{path}" for path in spec["sqlite"]]
+            found.append(entry)
     return found
 
 
@@ -216,8 +220,9 @@ Without telecentre-ctl, on any Linux machine with restic (apt install restic):
        then write the key above into key.txt.
     2. List the snapshots:
          restic -r {first} --password-file key.txt snapshots
-    3. Restore one (each holds /srv/telecentre/<service>/<volume> and the database
-       dumps under {STATE_DIR}/dumps/<service>.sql):
+    3. Restore one (each holds /srv/telecentre/<service>/<volume>, the database
+       dumps under {STATE_DIR}/dumps/<service>.sql, and consistent copies of
+       SQLite databases under {STATE_DIR}/dumps/sqlite/, to put in their places):
          restic -r {first} --password-file key.txt restore <id> --target /tmp/restore
     4. Databases: load <service>.sql with psql (PostgreSQL) or mariadb (MariaDB).
     5. Remove key.txt when done.

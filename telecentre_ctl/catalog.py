@@ -182,6 +182,16 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
                 "make name: match the folder name",
             )
         )
+    for path in data.get("backup", {}).get("sqlite", []):
+        if path.split("/")[0] not in data.get("backup", {}).get("volumes", []) or ".." in path:
+            problems.append(
+                Problem(
+                    shown,
+                    "backup.sqlite",
+                    f"{path!r} is not in a backed-up volume",
+                    "write <volume>/<path> with the volume listed in backup.volumes",
+                )
+            )
     for vol in data.get("backup", {}).get("volumes", []):
         if vol not in data.get("volumes", {}):
             problems.append(

@@ -558,3 +558,235 @@ def test_sftp_refusal_found_even_when_restic_drops_what_ssh_said(tmp_path: Path)
     assert "telecentre-backup@box" in failed.value.message
     (ssh,) = [c for c in host.calls if c[0] == "ssh"]
     assert ssh == ["ssh", "-i", "/k", "-o", "BatchMode=yes", "bk@nas", "-s", "sftp"]
+
+
+# --------------------------------------------------------------------------- SQLite, hooks
+
+
+def live_database(path: Path, rows: int) -> Any:
+    """A service's SQLite database in WAL mode, left open with a transaction under way."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE items(n INTEGER)")
+    db.executemany("INSERT INTO items VALUES (?)", [(i,) for i in range(rows)])
+    db.execute("BEGIN")
+    db.execute("INSERT INTO items VALUES (-1)")  # not committed: no copy may hold it
+    return db
+
+
+def rows_of(path: str) -> list[int]:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return sorted(n for (n,) in db.execute("SELECT n FROM items"))
+    finally:
+        db.close()
+
+
+def test_sqlite_copy_is_consistent_while_the_service_writes(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "db.sqlite3"
+    writer = live_database(source, 500)
+    os.chmod(source, 0o640)
+    try:
+        assert (tmp_path / "data" / "db.sqlite3-wal").exists()  # committed rows still in the log
+        target = tmp_path / "dumps" / "sqlite" / "db.sqlite3"
+        tb.copy_sqlite(str(source), str(target))
+        assert rows_of(str(target)) == list(range(500))
+        assert tb.sqlite_sound(str(target)) == "ok"
+        assert target.stat().st_mode & 0o777 == 0o640
+        assert target.stat().st_uid == source.stat().st_uid
+    finally:
+        writer.rollback()
+        writer.close()
+    target.write_bytes(target.read_bytes()[:4096] + b"\0" * 4096)
+    assert tb.sqlite_sound(str(target)) != "ok"
+    with pytest.raises(tb.Failure, match="is missing"):
+        tb.copy_sqlite(str(tmp_path / "nope.sqlite3"), str(target))
+
+
+def vault_config(tmp_path: Path) -> Any:
+    """A service like Vaultwarden (SQLite in its volume) and one like Nextcloud (a dump,
+    and commands run in its container before and after)."""
+    data = tmp_path / "srv"
+    vault = data / "vault" / "data"
+    vault.mkdir(parents=True)
+    (vault / "rsa_key.pem").write_text("key")
+    cloud = data / "cloud" / "html"
+    cloud.mkdir(parents=True)
+    (cloud / "a.txt").write_text("a")
+    svcs = (
+        tb.Service("vault", (str(vault),), None, "/opt/telecentre/vault/compose.yml",
+                   sqlite=(str(vault / "db.sqlite3"),)),
+        tb.Service("cloud", (str(cloud),), tb.Database("postgres", "tc-postgres", "tc_cloud"),
+                   "/opt/telecentre/cloud/compose.yml",
+                   before=(tb.Hook(("occ", "maintenance:mode", "--on"), "www-data"),),
+                   after=(tb.Hook(("occ", "maintenance:mode", "--off"), "www-data"),)),
+    )  # fmt: skip
+    return tb.Config(
+        site="s", host="h", repository=str(tmp_path / "repo"), password_file="/p",
+        services=svcs, target=str(tmp_path), state_dir=str(tmp_path / "state"),
+        data_dir=str(data), min_free_mb=1, check_every_days=0,
+        scratch_dir=str(tmp_path / "scratch"),
+    )  # fmt: skip
+
+
+def exec_answer(argv: list[str]) -> tuple[int, str, str]:
+    return (0, PG_DUMP, "") if "pg_dump" in argv else (0, "", "")
+
+
+def steps(host: FakeHost) -> list[str]:
+    """What the program did, in order, in words."""
+    out = []
+    for call in host.calls:
+        if call[:2] == ["docker", "exec"]:
+            out.append("dump" if "pg_dump" in call else call[-1])
+        elif call[0] == "restic":
+            out.append(call[1])
+    return out
+
+
+def test_backup_holds_files_and_database_of_one_moment(tmp_path: Path) -> None:
+    cfg = vault_config(tmp_path)
+    writer = live_database(Path(cfg.services[0].sqlite[0]), 3)
+    try:
+        host = FakeHost({"exec": exec_answer, "backup": lambda a: (0, SUMMARY, "")})
+        tb.Backups(cfg, host).backup()
+    finally:
+        writer.close()
+    # maintenance on, dump, snapshot, maintenance off, then retention
+    assert steps(host) == ["--on", "dump", "backup", "--off", "forget"]
+    (hook,) = [c for c in host.calls if "--on" in c]
+    assert hook[:5] == ["docker", "exec", "--user", "www-data", "tc-cloud"]
+    (snap,) = host.ran("backup")
+    copy = tb.sqlite_copy(cfg.dump_dir, cfg.services[0].sqlite[0])
+    assert copy in snap and rows_of(copy) == [0, 1, 2]
+    # the live database and its log are left out: the copy stands for them
+    excluded = {snap[i + 1] for i, word in enumerate(snap) if word == "--exclude"}
+    assert excluded == {cfg.services[0].sqlite[0] + end for end in ("", "-wal", "-shm", "-journal")}
+
+
+def test_after_commands_run_whatever_happens(tmp_path: Path) -> None:
+    cfg = vault_config(tmp_path)
+    live_database(Path(cfg.services[0].sqlite[0]), 1).close()
+    full = "Fatal: write: no space left on device"
+    host = FakeHost({"exec": exec_answer, "backup": lambda a: (1, "", full)})
+    with pytest.raises(tb.Failure, match="is full"):
+        tb.Backups(cfg, host).backup()
+    assert steps(host) == ["--on", "dump", "backup", "--off"]
+    # a "before" that fails: nothing backed up, the service still put back in service
+    host = FakeHost({"exec": lambda a: (1, "", "occ: no such command") if "--on" in a
+                     else exec_answer(a)})  # fmt: skip
+    with pytest.raises(tb.Failure, match="maintenance:mode --on` failed"):
+        tb.Backups(cfg, host).backup()
+    assert steps(host) == ["--on", "--off"]
+    # an "after" that fails is said, with the snapshot made
+    host = FakeHost({"exec": lambda a: (1, "", "boom") if "--off" in a else exec_answer(a),
+                     "backup": lambda a: (0, SUMMARY, "")})  # fmt: skip
+    with pytest.raises(tb.Failure, match="cloud may not be back in service") as err:
+        tb.Backups(cfg, host).backup()
+    assert err.value.snapshot == "abcdef01"
+
+
+def test_restore_puts_the_database_copy_in_place_then_back_in_service(tmp_path: Path) -> None:
+    cfg = vault_config(tmp_path)
+    vault = cfg.services[0]
+    db = Path(vault.sqlite[0])
+    live_database(db, 2).close()  # today's database, to be replaced
+    copy = tb.sqlite_copy(cfg.dump_dir, str(db))
+
+    def restore(argv: list[str]) -> tuple[int, str, str]:
+        target = argv[argv.index("--target") + 1]
+        Path(f"{target}{vault.volumes[0]}").mkdir(parents=True)
+        Path(f"{target}{vault.volumes[0]}/rsa_key.pem").write_text("old key")
+        # the snapshot's consistent copy, made by the nightly backup
+        made = live_database(Path(f"{target}{copy}.src"), 7)
+        made.rollback()
+        made.close()
+        tb.copy_sqlite(f"{target}{copy}.src", f"{target}{copy}")
+        return 0, "", ""
+
+    host = FakeHost({
+        "snapshots": snapshots_of([*vault.paths(cfg.dump_dir), copy]),
+        "ls": lambda a: (0, json.dumps({"type": "file", "size": 12}), ""),
+        "restore": restore, "exec": exec_answer,
+        "backup": lambda a: (0, SUMMARY.replace("abcdef01", "5afe7777"), ""),
+    })  # fmt: skip
+    tb.Backups(cfg, host).restore("vault", None)
+    assert rows_of(str(db)) == list(range(7))
+    assert not Path(f"{db}-wal").exists()
+    assert copy in host.ran("restore")[0]  # asked of restic with the volume
+    safety = host.ran("backup")[0]
+    assert "safety" in safety and "--exclude" in safety
+    # a Nextcloud restored from a snapshot taken in maintenance mode comes out of it
+    cloud = vault_config(tmp_path / "c")
+    host = restore_host_of(cloud, cloud.services[1])
+    tb.Backups(cloud, host).restore("cloud", None)
+    assert steps(host)[-2:] == ["--off", "forget"]  # then old safety snapshots go
+
+
+def restore_host_of(cfg: Any, svc: Any) -> FakeHost:
+    def restore(argv: list[str]) -> tuple[int, str, str]:
+        target = argv[argv.index("--target") + 1]
+        Path(f"{target}{svc.volumes[0]}").mkdir(parents=True)
+        dump = Path(f"{target}{svc.dump_file(cfg.dump_dir)}")
+        dump.parent.mkdir(parents=True)
+        dump.write_text(PG_DUMP)
+        return 0, "", ""
+
+    return FakeHost({
+        "snapshots": snapshots_of(svc.paths(cfg.dump_dir)),
+        "ls": lambda a: (0, json.dumps({"type": "file", "size": 12}), ""),
+        "restore": restore, "exec": exec_answer,
+        "backup": lambda a: (0, SUMMARY.replace("abcdef01", "5afe7777"), ""),
+    })  # fmt: skip
+
+
+def test_drill_proves_the_sqlite_copies_sound(tmp_path: Path) -> None:
+    cfg = vault_config(tmp_path)
+    vault = cfg.services[0]
+    copy = tb.sqlite_copy(cfg.dump_dir, vault.sqlite[0])
+    good = tmp_path / "good.sqlite3"
+    live_database(good, 4).close()
+    listing = "\n".join(json.dumps(n) for n in [
+        {"struct_type": "node", "type": "dir", "path": vault.volumes[0]},
+        {"struct_type": "node", "type": "file", "path": copy, "size": good.stat().st_size},
+    ])  # fmt: skip
+
+    def restore_with(content: bytes) -> Callable[[list[str]], tuple[int, str, str]]:
+        def restore(argv: list[str]) -> tuple[int, str, str]:
+            target = argv[argv.index("--target") + 1]
+            Path(f"{target}{vault.volumes[0]}").mkdir(parents=True)
+            Path(f"{target}{copy}").parent.mkdir(parents=True)
+            Path(f"{target}{copy}").write_bytes(content)
+            return 0, "", ""
+
+        return restore
+
+    host = FakeHost({"snapshots": snapshots_of([vault.volumes[0], copy]),
+                     "ls": lambda a: (0, listing, ""),
+                     "restore": restore_with(good.read_bytes())})  # fmt: skip
+    assert "SQLite copies sound: vault" in tb.Backups(cfg, host).drill(None)["message"]
+    damaged = good.read_bytes()[:4096] + b"\xff" * (good.stat().st_size - 4096)
+    host.answers["restore"] = restore_with(damaged)
+    with pytest.raises(tb.Failure, match=r"SQLite copy .* is damaged"):
+        tb.Backups(cfg, host).drill(None)
+
+
+def test_standard_hosts_back_up_sqlite_and_use_maintenance_mode(make_site: MakeSite) -> None:
+    from telecentre_ctl.site import load_site
+    from tests.conftest import EXAMPLE_SITE
+
+    site = load_site(make_site(source=EXAMPLE_SITE))
+    host = site.hosts[0].name
+    cfg = backup.host_config(site.as_data(), site.catalog.as_data(), site.placement()[host], host)
+    found = {s["name"]: s for s in cfg["services"]}
+    assert found["vaultwarden"]["sqlite"] == ["/srv/telecentre/vaultwarden/data/db.sqlite3"]
+    assert found["nextcloud"]["before"][0]["command"][-2:] == ["maintenance:mode", "--on"]
+    assert found["nextcloud"]["after"][0]["command"][-2:] == ["maintenance:mode", "--off"]
+    program = tb.Config.from_data(cfg)
+    assert program.service("nextcloud").after[0].user == "www-data"
+    assert program.service("vaultwarden").container == "tc-vaultwarden"

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """telecentre-backup: the host side of telecentre-ctl's backups (installed by role backup).
 
-    telecentre-backup backup            dumps + volumes -> one restic snapshot, retention,
+    telecentre-backup backup            the services' "before" commands (e.g. maintenance
+                                        mode), dumps, SQLite copies, volumes -> one restic
+                                        snapshot, the "after" commands (always), retention,
                                         weekly repository check; writes last-backup.json
     telecentre-backup restore --service S [--snapshot ID]
                                         safety snapshot, stop, restore, start, wait healthy;
@@ -36,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,6 +59,8 @@ RESTIC_NO_REPOSITORY = 10  # restic >= 0.17: the repository does not exist
 RESTIC_WRONG_PASSWORD = 12
 RESTIC_INCOMPLETE = 3  # snapshot made, but some source files could not be read
 NO_SPACE = "no space left on device"
+HOOK_TIMEOUT = 600  # seconds a service's before/after command may take
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")  # a live database's other files
 
 
 class Failure(Exception):
@@ -78,18 +83,42 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Hook:
+    """A command run in the service's container around its backup (docker exec)."""
+
+    command: tuple[str, ...]
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     volumes: tuple[str, ...]
     database: Database | None = None
     compose_file: str = ""
+    sqlite: tuple[str, ...] = ()  # live SQLite databases in the volumes, copied consistently
+    before: tuple[Hook, ...] = ()  # e.g. Nextcloud's maintenance mode on
+    after: tuple[Hook, ...] = ()  # ... and off: after a backup (always) and a restore
+
+    @property
+    def container(self) -> str:
+        return f"tc-{self.name}"
 
     def dump_file(self, dump_dir: str) -> str:
         return f"{dump_dir}/{self.name}.sql"
 
     def paths(self, dump_dir: str) -> list[str]:
-        """Everything of this service a snapshot holds."""
+        """What a snapshot must hold for this service (its SQLite copies aside: older
+        snapshots hold the databases in the volumes themselves)."""
         return [*self.volumes, *([self.dump_file(dump_dir)] if self.database else [])]
+
+    def sqlite_copies(self, dump_dir: str) -> list[str]:
+        return [sqlite_copy(dump_dir, db) for db in self.sqlite]
+
+    def live_files(self) -> list[str]:
+        """The live databases and their companions, left out of snapshots: their copies
+        stand for them."""
+        return [f"{db}{end}" for db in self.sqlite for end in ("", *SQLITE_COMPANIONS)]
 
 
 @dataclass(frozen=True)
@@ -127,12 +156,18 @@ class Config:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Config:
+        def hooks(found: list[dict[str, Any]]) -> tuple[Hook, ...]:
+            return tuple(Hook(tuple(h["command"]), h.get("user")) for h in found)
+
         services = tuple(
             Service(
                 name=s["name"],
                 volumes=tuple(s.get("volumes", [])),
                 database=Database(**s["database"]) if s.get("database") else None,
                 compose_file=s.get("compose_file", ""),
+                sqlite=tuple(s.get("sqlite", [])),
+                before=hooks(s.get("before", [])),
+                after=hooks(s.get("after", [])),
             )
             for s in data.get("services", [])
         )
@@ -296,6 +331,68 @@ def dump_complete(path: str, engine: str) -> bool:
     return size > 0 and DUMP_TRAILERS[engine] in tail
 
 
+def sqlite_copy(dump_dir: str, database: str) -> str:
+    """Where the consistent copy of a live SQLite database goes (its path mirrored)."""
+    return f"{dump_dir}/sqlite{database}"
+
+
+def copy_sqlite(source: str, target: str) -> None:
+    """A consistent copy of a live SQLite database through SQLite's backup API, which
+    reads it as one transaction sees it whatever the service writes meanwhile (copying
+    the file, or its write-ahead log, mid-write is not). The copy keeps the source's
+    owner and mode; companion files the reading made (-shm) get its owner too."""
+    try:
+        st = os.stat(source)
+    except OSError as err:
+        raise Failure(
+            f"the database {source} is missing ({err.strerror}); nothing was backed up"
+        ) from err
+    present = {end for end in SQLITE_COMPANIONS if os.path.lexists(source + end)}
+    Path(target).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = f"{target}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        live = sqlite3.connect(Path(source).as_uri() + "?mode=ro", uri=True, timeout=120)
+        try:
+            copy = sqlite3.connect(tmp)
+            try:
+                live.backup(copy)
+                ok = copy.execute("PRAGMA quick_check").fetchone()
+            finally:
+                copy.close()
+        finally:
+            live.close()
+    except sqlite3.Error as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise Failure(
+            f"the copy of the database {source} failed ({err}); nothing was backed up"
+        ) from err
+    finally:
+        for end in set(SQLITE_COMPANIONS) - present:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(source + end, st.st_uid, st.st_gid)
+    if not ok or ok[0] != "ok":
+        os.unlink(tmp)
+        raise Failure(f"the copy of the database {source} is damaged ({ok}); nothing was backed up")
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    os.replace(tmp, target)
+
+
+def sqlite_sound(path: str) -> str:
+    """'ok', or what SQLite's integrity check says of a restored copy."""
+    try:
+        db = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True)
+        try:
+            return "; ".join(str(row[0]) for row in db.execute("PRAGMA integrity_check"))
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        return str(err)
+
+
 def public_key(private_key: str) -> str:
     try:
         return Path(private_key + ".pub").read_text(encoding="ascii").strip()
@@ -439,10 +536,14 @@ class Restic:
         found = json.loads(self.must("listing the snapshots", *args).stdout or "[]")
         return sorted(found or [], key=lambda s: str(s.get("time", "")))
 
-    def backup(self, paths: list[str], tags: list[str]) -> dict[str, Any]:
+    def backup(
+        self, paths: list[str], tags: list[str], exclude: Sequence[str] = ()
+    ) -> dict[str, Any]:
         args = ["backup", "--json", "--host", self.cfg.host]
         for tag in tags:
             args += ["--tag", tag]
+        for path in exclude:
+            args += ["--exclude", path]
         proc = self.run(*args, *paths)
         summary: dict[str, Any] = {}
         for line in proc.stdout.splitlines():
@@ -579,12 +680,31 @@ class Compose:
             raise Failure(f"could not stop {svc.name}: {_last_line(proc.stderr)}")
 
     def start(self, svc: Service) -> None:
+        """Start and wait until healthy, then return it to service (its "after" commands:
+        a restored Nextcloud was backed up in maintenance mode)."""
         proc = self._run(svc, "up", "--detach", "--wait", "--wait-timeout", str(self.timeout))
         if proc.returncode != 0:
             raise Failure(
                 f"{svc.name} did not become healthy within {self.timeout} s: "
                 f"{_last_line(proc.stderr)}"
             )
+        self.hooks(svc, svc.after)
+
+    def hooks(self, svc: Service, hooks: Sequence[Hook]) -> None:
+        for hook in hooks:
+            user = ["--user", hook.user] if hook.user else []
+            argv = ["docker", "exec", *user, svc.container, *hook.command]
+            try:
+                proc = self.shell.run(argv, timeout=HOOK_TIMEOUT)
+            except subprocess.TimeoutExpired as err:
+                raise Failure(
+                    f"{svc.name}: `{' '.join(hook.command)}` took over {HOOK_TIMEOUT} s"
+                ) from err
+            if proc.returncode != 0:
+                why = (
+                    _last_line(proc.stderr) or _last_line(proc.stdout) or f"exit {proc.returncode}"
+                )
+                raise Failure(f"{svc.name}: `{' '.join(hook.command)}` failed ({why})")
 
 
 # --------------------------------------------------------------------------- actions
@@ -636,18 +756,24 @@ class Backups:
         )  # fmt: skip
         self.check_space(trees, dumps_estimate)
         Path(cfg.dump_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        for svc in dumps:
-            assert svc.database is not None
-            self.engine.dump(svc.database, svc.dump_file(cfg.dump_dir))
-        stopped = [s for s in cfg.services if s.name in cfg.stop_services]
+        entered: list[Service] = []  # services whose "before" ran: their "after" runs
         try:
-            for svc in stopped:
-                self.compose.stop(svc)
-            all_paths = [p for s in cfg.services for p in s.paths(cfg.dump_dir)]
-            summary = self.restic.backup(all_paths, ["scheduled"])
-        finally:
-            for svc in stopped:
-                self.compose.start(svc)
+            for svc in cfg.services:
+                if svc.before:
+                    entered.append(svc)
+                    self.compose.hooks(svc, svc.before)
+            for svc in dumps:
+                assert svc.database is not None
+                self.engine.dump(svc.database, svc.dump_file(cfg.dump_dir))
+            summary = self.snapshot(list(cfg.services), ["scheduled"])
+        except Failure as err:
+            raise Failure(
+                " ".join([err.message, *self.back_in_service(entered)]), err.snapshot
+            ) from err
+        except BaseException:
+            self.back_in_service(entered)
+            raise
+        problems = self.back_in_service(entered)
         snapshot = str(summary["snapshot_id"])[:8]
         write_json(
             self.path("volumes.json"),
@@ -660,11 +786,44 @@ class Backups:
         )
         if notes:
             message += " Note: " + "; ".join(notes) + "."
-        problems = self.retention()
+        problems += self.retention()
         problems += self.weekly_check()
         if problems:
             raise Failure(message + " But: " + " ".join(problems), snapshot=snapshot)
         return {"snapshot": snapshot, "message": message, "data_added": added, "summary": summary}
+
+    def back_in_service(self, services: list[Service]) -> list[str]:
+        """Every service's "after" commands, whatever happened; what failed, in words."""
+        problems = []
+        for svc in services:
+            try:
+                self.compose.hooks(svc, svc.after)
+            except Failure as err:
+                problems.append(f"{err.message}: {svc.name} may not be back in service.")
+        return problems
+
+    def snapshot(
+        self, services: list[Service], tags: list[str], stop: bool = True
+    ) -> dict[str, Any]:
+        """One restic snapshot of the services' volumes, dumps and SQLite copies (made
+        here; the live databases left out), the stop_services stopped meanwhile (not for
+        the safety snapshots of restores and upgrades)."""
+        cfg = self.cfg
+        for svc in services:
+            for db, copy in zip(svc.sqlite, svc.sqlite_copies(cfg.dump_dir), strict=True):
+                copy_sqlite(db, copy)
+        paths = [
+            p for s in services for p in (*s.paths(cfg.dump_dir), *s.sqlite_copies(cfg.dump_dir))
+        ]
+        exclude = [f for s in services for f in s.live_files()]
+        stopped = [s for s in services if stop and s.name in cfg.stop_services]
+        try:
+            for svc in stopped:
+                self.compose.stop(svc)
+            return self.restic.backup(paths, tags, exclude)
+        finally:
+            for svc in stopped:
+                self.compose.start(svc)
 
     def check_space(self, trees: dict[str, Tree], dumps_estimate: int) -> None:
         cfg = self.cfg
@@ -808,7 +967,7 @@ class Backups:
         shutil.rmtree(staging, ignore_errors=True)
         Path(staging).mkdir(parents=True, mode=0o700)
         try:
-            self.restic_restore(short, staging, paths)
+            self.restic_restore(short, staging, [*paths, *svc.sqlite_copies(cfg.dump_dir)])
             safety = self.safety_snapshot(svc)
             moved = self._swap_in(svc, staging, short, safety)
         finally:
@@ -824,14 +983,14 @@ class Backups:
 
     def safety_snapshot(self, svc: Service, action: str = "restore") -> str:
         """The service's data as it is now, before anything is touched."""
-        paths = [p for p in svc.volumes if os.path.isdir(p)]
-        if svc.database:
-            dump = f"{self.cfg.dump_dir}/{svc.name}.sql"
-            Path(self.cfg.dump_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.engine.dump(svc.database, dump)
-            paths.append(dump)
         try:
-            summary = self.restic.backup(paths, ["safety", f"service:{svc.name}", action])
+            if svc.database:
+                Path(self.cfg.dump_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.engine.dump(svc.database, svc.dump_file(self.cfg.dump_dir))
+            live = Service(svc.name, tuple(p for p in svc.volumes if os.path.isdir(p)),
+                           svc.database, svc.compose_file,
+                           tuple(db for db in svc.sqlite if os.path.exists(db)))  # fmt: skip
+            summary = self.snapshot([live], ["safety", f"service:{svc.name}", action], stop=False)
         except Failure as err:
             raise Failure(f"{action} refused: the safety snapshot failed ({err.message})") from err
         return str(summary["snapshot_id"])[:8]
@@ -853,6 +1012,7 @@ class Backups:
                     os.rename(vol, aside)
                 moved.append((vol, aside))
                 os.rename(restored, vol)
+            self._put_back_sqlite(svc, staging)
             if svc.database:
                 db = svc.database
                 dump = f"{staging}{svc.dump_file(self.cfg.dump_dir)}"
@@ -871,6 +1031,18 @@ class Backups:
                 snapshot=short,
             ) from err
         return [aside for _, aside in moved]
+
+    def _put_back_sqlite(self, svc: Service, staging: str) -> None:
+        """The consistent copies take the live databases' places (snapshots made before
+        there were copies hold the databases in the volumes: those stay as restored)."""
+        for db, copy in zip(svc.sqlite, svc.sqlite_copies(self.cfg.dump_dir), strict=True):
+            restored = f"{staging}{copy}"
+            if not os.path.exists(restored):
+                continue
+            for end in SQLITE_COMPANIONS:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(db + end)
+            os.replace(restored, db)
 
     def _roll_back(self, svc: Service, moved: list[tuple[str, str]], loaded_db: bool) -> str:
         """Put the data from before back and start the service; returns what still went
@@ -923,6 +1095,14 @@ class Backups:
                 if svc.database and svc.dump_file(cfg.dump_dir) in paths:
                     self.drill_dump(svc, f"{scratch}{svc.dump_file(cfg.dump_dir)}", short)
                     loaded.append(svc.name)
+            checked = []
+            for svc in cfg.services:
+                for copy in svc.sqlite_copies(cfg.dump_dir):
+                    if copy in paths:
+                        verdict = sqlite_sound(f"{scratch}{copy}")
+                        if verdict != "ok":
+                            raise Failure(f"the SQLite copy {copy} is damaged: {verdict[:200]}")
+                        checked.append(svc.name)
         except Failure as err:
             raise Failure(f"drill of snapshot {short} FAILED: {err.message}", short) from err
         finally:
@@ -931,8 +1111,11 @@ class Backups:
             f"Restore drill passed: snapshot {short} ({str(snap.get('time', ''))[:19]}) "
             f"restored {files} files, {human(nbytes)}, identical to the backup"
         )
-        message += f"; database dumps loaded: {', '.join(loaded)}." if loaded else "."
-        return {"snapshot": short, "message": message}
+        if loaded:
+            message += f"; database dumps loaded: {', '.join(loaded)}"
+        if checked:
+            message += f"; SQLite copies sound: {', '.join(sorted(set(checked)))}"
+        return {"snapshot": short, "message": message + "."}
 
     def compare_with_snapshot(self, short: str, scratch: str, paths: list[str]) -> tuple[int, int]:
         proc = self.restic.must("reading the snapshot", "ls", "--json", short)
