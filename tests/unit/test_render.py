@@ -176,8 +176,13 @@ NEEDS_COMPOSE = pytest.mark.skipif(
 )
 
 
+# The standard profile also as a LAN site with a mail relay: the site's CA mounts and every
+# mail variable and secret are rendered then.
+LAN_RELAY = {"tls": "internal", "smtp": {"host": "smtp.example.org", "username": "bot"}}
+
+
 @NEEDS_COMPOSE
-@pytest.mark.parametrize("source", ["demo", "example-standard"])
+@pytest.mark.parametrize("source", ["demo", "example-standard", "example-standard-lan-smtp"])
 def test_rendered_compose_files_pass_docker_compose_config(
     make_site: MakeSite, tmp_path: Path, source: str
 ) -> None:
@@ -185,7 +190,13 @@ def test_rendered_compose_files_pass_docker_compose_config(
     assert COMPOSE is not None, "docker compose v2 must be installed (scripts/setup does it)"
     from telecentre_ctl.paths import INVENTORY_DIR
 
-    plan = make_plan(load_site(make_site(source=INVENTORY_DIR / source)))
+    lan = source.endswith("-lan-smtp")
+    site_dir = make_site(
+        source=INVENTORY_DIR / source.removesuffix("-lan-smtp"),
+        site=LAN_RELAY if lan else None,
+        drop=("domain",) if lan else (),
+    )
+    plan = make_plan(load_site(site_dir, check_secrets=not lan))
     written = write_plan(plan, tmp_path / "out")
     files = [p for p in written if p.name == "compose.yml"]
     assert len(files) == len(plan.hosts[0].services)
