@@ -156,14 +156,26 @@ def entry_file(name: str) -> str:
     return f"services/{name}/service.yml"
 
 
+def keeps_data(entry: Service) -> bool:
+    """Whether the service keeps data (volumes, or a database of its own): what a new
+    version may convert, so that only `upgrade` (safety snapshot, rollback) moves it."""
+    backup = entry.data.get("backup") or {}
+    return bool(entry.data.get("volumes")) or bool(backup.get("database"))
+
+
 def guard(entry: Service, current: str | None, target: str, migrate: bool) -> list[Problem]:
-    """Why moving from `current` to `target` is refused (empty when it is allowed)."""
+    """Why moving from `current` to `target` is refused (empty when it is allowed). A
+    service without data may go back to an older version: nothing of it can be unreadable
+    by the older one."""
     if current is None or current == target:
         return []
     rules = entry.data.get("upgrade") or {}
     old, new = version_of(current), version_of(target)
     problems = []
-    if repository_of(current) == repository_of(target) and order_key(new) < order_key(old):
+    downgrade = repository_of(current) == repository_of(target) and order_key(new) < order_key(old)
+    if downgrade and not keeps_data(entry):
+        return []
+    if downgrade:
         problems.append(
             Problem(
                 entry_file(entry.name),
@@ -267,6 +279,91 @@ def make_plan(
             f"upgrade of {site.name} refused, nothing was changed", problems=problems
         )
     return plan
+
+
+# --------------------------------------------------------------------------- deploy
+#
+# `deploy` converges a host to the catalogue, but never moves a service that keeps data to
+# another version: that is `upgrade`'s work (plan, rules, safety snapshot, health and proxy
+# check, automatic rollback, journal), in a moment the volunteer chooses. So the first play
+# of playbooks/site.yml reads what the host runs (the upgrade probe) and asks
+# `deploy_refusals`; a host with a refusal is left untouched: not even its other services
+# are converged, since its service could not be held at the old version soundly (the
+# catalogue's entry describes the new one, and a recipe builds only its current tag). The
+# other hosts go on. A rebuild of a recipe under the same tag is no version change; a
+# service without data is switched by deploy, within its entry's rules.
+
+DEPLOY_REFUSED = "deploy refused"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A service that deploy does not move on a host, and what to do instead."""
+
+    service: str
+    change: str  # "3.5-1 -> 3.5-2"
+    note: str  # why, and the command that does it safely
+
+    def as_data(self) -> dict[str, str]:
+        return {"service": self.service, "change": self.change, "note": self.note}
+
+
+def change_words(current: str, target: str) -> str:
+    old, new = version_of(current), version_of(target)
+    return f"{old} -> {new}" if old != new else f"{current} -> {target}"
+
+
+def deploy_refusals(
+    running: dict[str, Any],
+    host_services: list[str],
+    catalog: dict[str, dict[str, Any]],
+    site_dir: str,
+) -> list[Refusal]:
+    """The services deploy must not move on a host (`running`: the upgrade probe's answer
+    there; `catalog`: the site's catalogue data, as tc_catalog)."""
+    from telecentre_ctl.catalog import Service
+
+    images = running.get("images") or {}
+    journals = running.get("journals") or {}
+    refused = []
+    for name in host_services:
+        data = catalog[name]
+        entry = Service(name=name, kind=str(data["kind"]), data=data)
+        current, target = images.get(name), entry.image
+        command = f"telecentre-ctl upgrade {site_dir} --service {name}"
+        journal = journals.get(name) or {}
+        if journal and journal.get("step") not in JOURNAL_FINAL:
+            to = version_of(str(journal.get("new_image", ""))) or "another version"
+            change = f"upgrade to {to} interrupted"
+            note = (
+                f"{name}: its {change} (at '{journal.get('step')}'): run {command} to "
+                "finish it or roll it back, then deploy again"
+            )
+            refused.append(Refusal(name, change, note))
+            continue
+        if current is None or current == target:
+            continue
+        change = change_words(current, target)
+        problems = guard(entry, current, target, migrate=False)
+        if problems:
+            why = "; ".join(f"{p.message} ({p.file}, {p.key}): {p.fix}" for p in problems)
+            note = f"{name} {change}: refused by its upgrade rules: {why}"
+        elif keeps_data(entry):
+            note = (
+                f"{name} {change}: not switched by deploy, since it keeps data and deploy "
+                f"takes no safety snapshot: run {command} (safety snapshot, health check, "
+                "automatic rollback), then deploy again"
+            )
+        else:
+            continue
+        refused.append(Refusal(name, change, note))
+    return refused
+
+
+def deploy_refused_message(refusals: list[dict[str, str]], host: str) -> str:
+    """One line for the host's summary (the refusals' notes give the details)."""
+    changes = ", ".join(f"{r['service']} {r['change']}" for r in refusals)
+    return f"{DEPLOY_REFUSED}, nothing was changed on {host}: {changes} (see the notes)"
 
 
 # --------------------------------------------------------------------------- hosts

@@ -77,8 +77,17 @@ def deploy(
     stderr, the full log (secrets masked) to SITE_DIR/logs/deploy-<time>.log.
     Runs exactly: ansible-playbook -i SITE_DIR/hosts.yml playbooks/site.yml
                   --vault-password-file <the site's vault password file>
-    Exit codes: 0 ok, 1 a host failed, 2 invalid site, 3 a host unreachable (the other
-    hosts still finish).
+    Exit codes: 0 ok, 1 a host failed or was refused, 2 invalid site, 3 a host
+    unreachable (the other hosts still finish).
+
+    \b
+    Versions: deploy never moves a service that keeps data (volumes or a database) to
+    another version than its host runs, since it takes no safety snapshot. Such a host is
+    refused before anything changes on it, with the command to run instead (telecentre-ctl
+    upgrade SITE_DIR --service S), and the upgrade rules (major steps, database majors,
+    downgrades) named where they forbid the move; the other hosts go on. A service not
+    deployed yet, one without data, and a recipe rebuilt under the same tag are deployed
+    as usual. --check reports the same refusals.
 
     \b
     Several site folders (several telecentres): all are validated first (exit 2 before
@@ -158,11 +167,26 @@ def deploy(
             fix=f"check that the host is up and answers SSH (see {result.log_file}), "
             f"then run deploy again",
         )
-    raise OperationFailed(
-        f"{detail}not converged: {where}",
-        fix=f"read the failed task in {result.log_file}, fix it, then run deploy again "
-        "(a re-run picks up where this one stopped)",
+    fix = (
+        f"read the failed task in {result.log_file}, fix it, then run deploy again "
+        "(a re-run picks up where this one stopped)"
     )
+    refused = sorted(n for n, h in bad.items() if refused_host(h))
+    if refused:
+        others = f"; on the other hosts: {fix}" if len(refused) < len(bad) else ""
+        fix = (
+            f"nothing was changed on {', '.join(refused)}: the notes above say what to run "
+            f"for each service (telecentre-ctl upgrade {site_dir} --service S moves it with a "
+            f"safety snapshot and automatic rollback), then deploy again{others}"
+        )
+    raise OperationFailed(f"{detail}not converged: {where}", fix=fix)
+
+
+def refused_host(host: HostProgress) -> bool:
+    """A host left untouched because a service keeping data would change version."""
+    from telecentre_ctl.upgrade import DEPLOY_REFUSED
+
+    return host.status == "failed" and host.message.startswith(DEPLOY_REFUSED)
 
 
 def _load_images(
@@ -250,8 +274,9 @@ def print_summary(out: TextIO, result: RunResult) -> None:
     mode = " (check mode: nothing was changed)" if result.check else ""
     out.write(f"summary{mode}, {result.seconds:.0f} s:\n")
     for name, h in sorted(result.hosts.items()):
+        words = "REFUSED" if refused_host(h) else STATUS_WORDS[h.status]
         line = (
-            f"  {name.ljust(width)}  {STATUS_WORDS[h.status]:<22} ok={h.ok} "
+            f"  {name.ljust(width)}  {words:<22} ok={h.ok} "
             f"changed={h.changed} failed={h.failed} unreachable={h.unreachable} "
             f"skipped={h.skipped}"
         )

@@ -5,7 +5,10 @@ proxy) is deployed from a copy of the catalogue, whose Radicale recipe then chan
 - a broken vN+1 (its healthcheck fails, after it has written into its data) is rolled
   back automatically: old image, data as before, exit 1, and `status` says so;
 - an upgrade killed midway (SIGKILL of the controller and of the host's upgrade unit) is
-  finished by running it again.
+  finished by running it again;
+- deploy and upgrade agree: a newer pin is refused by deploy (and --check) before anything
+  changes on the host, with the upgrade to run; a recipe rebuilt under the same tag is
+  deployed as usual.
 
 The real catalogue is never changed: the copy is selected with TELECENTRE_SERVICES_DIR.
 Its healthcheck runs every 2 s so that a failing version is found out in seconds.
@@ -30,6 +33,7 @@ import yaml
 
 from telecentre_ctl.lab import testing
 from telecentre_ctl.paths import DEMO_SITE, SERVICES_DIR
+from telecentre_ctl.upgrade import version_of
 from tests.conftest import DeployedSite, LabFactory
 from tests.e2e.clients import fetch_ca, resolve_to
 
@@ -237,3 +241,74 @@ def test_fleet_upgrade_isolates_a_site_whose_host_is_down(
     runs = {r["dir"]: r for r in json.loads(both.stdout)["sites"]}
     assert runs[str(site.site_dir)]["state"] == "ok"
     assert runs[str(dead)]["state"] == "unreachable" and "dead-1" in runs[str(dead)]["message"]
+
+
+def deploy_json(site: CatalogSite, *args: str, code: int) -> dict[str, Any]:
+    proc = site.deploy(*args, "--json", check=False)
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    data: dict[str, Any] = json.loads(proc.stdout)
+    (data["host"],) = data["hosts"].values()
+    data["_stderr"] = proc.stderr
+    return data
+
+
+def test_deploy_leaves_a_version_change_to_upgrade(site: CatalogSite, calendar: Any) -> None:
+    """A newer pin in the catalogue: deploy (and --check) refuses the host before changing
+    anything on it and names the upgrade to run; the upgrade rules hold for deploy too (a
+    downgrade). The upgrade prepares what the new version needs as deploy would (here a
+    new secret); after it, deploy agrees with it and changes nothing."""
+    before = running_image(site)
+    compose = site.run("cat /opt/telecentre/radicale/compose.yml").stdout
+    set_recipe(site.catalog, "3.6-1")
+    for args in (("--check",), ()):
+        refused = deploy_json(site, *args, code=1)
+        host = refused["host"]
+        assert host["status"] == "failed" and host["changed"] == 0, host
+        change = f"radicale {version_of(before)} -> 3.6-1"
+        assert host["message"].startswith("deploy refused, nothing was changed on"), host
+        assert change in host["message"], host
+        command = f"telecentre-ctl upgrade {site.site_dir} --service radicale"
+        assert any(command in note for note in host["notes"]), host["notes"]
+        assert "REFUSED" in refused["_stderr"] and command in refused["_stderr"]
+    assert running_image(site) == before
+    assert site.run("cat /opt/telecentre/radicale/compose.yml").stdout == compose
+    built = site.run("docker image inspect telecentre/radicale:3.6-1", check=False)
+    assert built.returncode != 0  # not even built: the host was left alone
+    set_recipe(site.catalog, "3.5-0")  # older than what the host runs
+    down = deploy_json(site, "--check", code=1)["host"]
+    assert any("is a downgrade" in note and "telecentre-ctl restore" in note
+               for note in down["notes"]), down  # fmt: skip
+    set_recipe(site.catalog, "3.6-1")
+    entry_file = site.catalog / "radicale" / "service.yml"  # a secret new in 3.6-1
+    entry = yaml.safe_load(entry_file.read_text(encoding="utf-8"))
+    entry["secrets"]["sync_token"] = {"file": True}
+    entry_file.write_text(yaml.safe_dump(entry, allow_unicode=True), encoding="utf-8")
+    site.cli("secrets", str(site.site_dir))
+    upgraded = upgrade_json(site, 0)
+    assert upgraded["upgrades"][0]["hosts"][0]["ok"]
+    assert running_image(site) == "telecentre/radicale:3.6-1"
+    token = site.secrets()["radicale"]["sync_token"]
+    assert site.run("docker exec tc-radicale cat /run/secrets/sync_token").stdout == token
+    again = deploy_json(site, code=0)["host"]
+    assert again["status"] == "ok" and again["changed"] == 0, again
+    assert has_event(calendar)
+
+
+def test_a_recipe_rebuilt_under_the_same_tag_is_deployed(site: CatalogSite, calendar: Any) -> None:
+    """No version change: deploy rebuilds the image and recreates the container."""
+    tag = version_of(running_image(site))
+    image_id = "docker inspect --format '{{.Image}}' tc-radicale"
+    before = site.run(image_id).stdout.strip()
+    set_recipe(site.catalog, tag)
+    dockerfile = site.catalog / "radicale" / "build" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "LABEL org.telecentre.test-rebuild=1\n")
+    done = deploy_json(site, code=0)["host"]
+    assert done["status"] == "changed", done
+    assert running_image(site) == f"telecentre/radicale:{tag}"
+    assert site.run(image_id).stdout.strip() != before
+    label = site.run(
+        "docker inspect --format '{{index .Config.Labels \"org.telecentre.test-rebuild\"}}' "
+        "tc-radicale"
+    )
+    assert label.stdout.strip() == "1"
+    assert has_event(calendar)

@@ -19,6 +19,13 @@ def to_compose_yaml(document: dict[str, Any]) -> str:
     )
 
 
+def deploy_refusals(
+    running: dict[str, Any], host_services: list[str], catalog: dict[str, Any], site_dir: str
+) -> list[dict[str, str]]:
+    """The services deploy must not move to another version on this host (upgrade.py)."""
+    return [r.as_data() for r in upgrade.deploy_refusals(running, host_services, catalog, site_dir)]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -48,4 +55,6 @@ class FilterModule:
             "tc_obsolete_jobs": compose.obsolete_jobs,
             "tc_to_yaml": to_compose_yaml,
             "tc_pin_versions": upgrade.pinned_catalog,
+            "tc_deploy_refusals": deploy_refusals,
+            "tc_deploy_refused_message": upgrade.deploy_refused_message,
         }
