@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from telecentre_ctl.compose import DATA_DIR, OPT_DIR, database_of, db_identifier
+from telecentre_ctl.compose import DATA_DIR, OPT_DIR, database_of, db_identifier, image_ref
 from telecentre_ctl.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -88,6 +88,16 @@ def services_to_back_up(host_services: list[str], catalog: dict[str, Any]) -> li
             entry |= {key: spec[key] for key in ("before", "after") if spec.get(key)}
             if spec.get("sqlite"):
                 entry["sqlite"] = [f"{DATA_DIR}/{name}/{path}" for path in spec["sqlite"]]
+            if spec.get("rebuilt"):
+                entry["rebuilt"] = [f"{DATA_DIR}/{name}/{vol}" for vol in spec["rebuilt"]]
+            if spec.get("drill"):
+                mounts = catalog[name].get("volumes", {})
+                entry["drill"] = {
+                    "image": image_ref(catalog[name]),
+                    "command": list(spec["drill"]["command"]),
+                    "mounts": [[f"{DATA_DIR}/{name}/{vol}", mounts[vol]]
+                               for vol in spec.get("volumes", [])],
+                }  # fmt: skip
             found.append(entry)
     return found
 

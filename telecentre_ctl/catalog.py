@@ -270,15 +270,37 @@ def check_entry(name: str, data: Any, shown: str, raw: Any = None) -> list[Probl
         if (
             source
             and source not in compose.PROVIDED_SECRETS
-            and owner not in data.get("depends", [])
+            and owner not in [*data.get("depends", []), *compose.partners(data)]
         ):
             problems.append(
                 Problem(
                     shown,
                     f"secrets.{secret}.same_as",
-                    f"{source!r} is neither a dependency's secret nor one the site gives",
-                    "share a secret of a service listed in depends:, or "
-                    + ", ".join(compose.PROVIDED_SECRETS),
+                    f"{source!r} is neither a dependency's or partner app's secret nor one "
+                    "the site gives",
+                    "share a secret of a service listed in depends: or colocated_with: (or of "
+                    "the directory, with members:), or " + ", ".join(compose.PROVIDED_SECRETS),
+                )
+            )
+    backup = data.get("backup", {})
+    for vol in backup.get("rebuilt", []):
+        if vol not in data.get("volumes", {}) or vol in backup.get("volumes", []):
+            problems.append(
+                Problem(
+                    shown,
+                    "backup.rebuilt",
+                    f"{vol!r} is not a declared volume left out of backup.volumes",
+                    "list volumes the service rebuilds from what backup.volumes restores",
+                )
+            )
+    for path in (data.get("members") or {}).get("data", []):
+        if path.split("/")[0] not in data.get("volumes", {}) or ".." in path.split("/"):
+            problems.append(
+                Problem(
+                    shown,
+                    "members.data",
+                    f"{path!r} is not in a declared volume",
+                    "write <volume>/<path with {uid}> with a volume declared under volumes:",
                 )
             )
     builds = [(p, with_variant(data, p).get("build")) for p in data.get("variants", {})]
@@ -329,7 +351,7 @@ def load_catalog(root: Path = SERVICES_DIR) -> Catalog:
                         f"name one of services/{owner}/service.yml's secrets",
                     )
                 )
-        for other in service.data.get("colocated_with", []):
+        for other in compose.partners(service.data):
             if other not in services or services[other].kind != "app":
                 problems.append(
                     Problem(

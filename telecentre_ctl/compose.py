@@ -43,12 +43,21 @@ PLACEHOLDERS = {
     *(f"smtp_{key}" for key in ("host", "port", "security", "ssl", "username")),
     *(f"smtp_from{part}" for part in ("", "_local", "_domain")),
     "option",
+    "directory_base",
+    "directory_uri",
+    "directory_auth",
+    "member_quotas",
 }
 DATABASE_ENGINES = ("postgres", "mariadb")
 # Secrets an admin gives (never generated), and whether a site has them.
 PROVIDED_SECRETS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "smtp.password": lambda site: bool((site.get("smtp") or {}).get("username")),
 }
+# The members' directory (services/directory): where services find it on their host.
+DIRECTORY = "directory"
+DIRECTORY_BASE = "dc=telecentre"
+DIRECTORY_URI = "ldap://directory:3389"
+DIRECTORY_AUTH = "http://directory:8080/auth"
 JOB_PREFIX = "tc-job"  # systemd units of the catalogue's timers: tc-job-<service>-<timer>
 DEFAULT_JOB_TIMEOUT = "30m"
 
@@ -137,9 +146,28 @@ def fill(value: Any, name: str, site: dict[str, Any], catalog: dict[str, Any]) -
             return str(site[key])
         if key == "option" and arg:
             return option_value(name, arg, site, catalog)
+        if key.startswith("directory_") or key == "member_quotas":
+            return directory_value(key, entry, site)
         raise ValueError(f"{name}: unknown placeholder {match.group(0)} in env")
 
     return PLACEHOLDER_RE.sub(one, value)
+
+
+def directory_value(key: str, entry: dict[str, Any], site: dict[str, Any]) -> str:
+    """How a service finds the members' directory ('' when the site runs none, so the
+    variable is left out and the service keeps its own accounts)."""
+    if not runs_directory(site):
+        return ""
+    if key == "directory_auth":
+        groups = (entry.get("members") or {}).get("groups", [])
+        query = "&".join(f"group={g}" for g in groups)
+        return DIRECTORY_AUTH + (f"?{query}" if query else "")
+    values = {
+        "directory_base": DIRECTORY_BASE,
+        "directory_uri": DIRECTORY_URI,
+        "member_quotas": member_quotas(site),
+    }
+    return values[key]
 
 
 def memory_mb(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> int:
@@ -159,11 +187,35 @@ def environment(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dic
     return env
 
 
-def secret_given(spec: dict[str, Any], site: dict[str, Any]) -> bool:
+def secret_given(spec: dict[str, Any], site: dict[str, Any], catalog: dict[str, Any]) -> bool:
     """Whether a secret of an entry exists on this site: generated ones always do; one
-    the site's admin provides (smtp.password) only when the site uses it."""
+    the site's admin provides (smtp.password) only when the site uses it; one shared with
+    an app (the directory's) only when the site runs that app."""
     source = spec.get("same_as")
-    return source not in PROVIDED_SECRETS or PROVIDED_SECRETS[source](site)
+    if source in PROVIDED_SECRETS:
+        return PROVIDED_SECRETS[source](site)
+    owner = str(source or "").partition(".")[0]
+    if owner in catalog and catalog[owner]["kind"] == "app":
+        return owner in (site.get("services") or {})
+    return True
+
+
+def partners(entry: dict[str, Any]) -> list[str]:
+    """Apps an entry must share a host with when both run: its colocated_with, and the
+    members' directory for an app that logs members in against it."""
+    return [*entry.get("colocated_with", []), *([DIRECTORY] if "members" in entry else [])]
+
+
+def runs_directory(site: dict[str, Any]) -> bool:
+    return DIRECTORY in (site.get("services") or {})
+
+
+def member_quotas(site: dict[str, Any]) -> str:
+    """The members' plans as the file service reads them: plan=MiB,plan=MiB (sorted)."""
+    plans = (site.get("members") or {}).get("plans") or {}
+    return ",".join(
+        f"{name}={round(float(p['quota_gb']) * 1024)}" for name, p in sorted(plans.items())
+    )
 
 
 def secret_source(name: str, secret: str, spec: dict[str, Any]) -> tuple[str, str]:
@@ -174,7 +226,7 @@ def secret_source(name: str, secret: str, spec: dict[str, Any]) -> tuple[str, st
 
 def _secrets(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:
     specs = catalog[name].get("secrets", {})
-    return {s: spec for s, spec in specs.items() if secret_given(spec, site)}
+    return {s: spec for s, spec in specs.items() if secret_given(spec, site, catalog)}
 
 
 def secret_env(name: str, site: dict[str, Any], catalog: dict[str, Any]) -> list[str]:
@@ -396,10 +448,12 @@ def route_aliases(
 def start_order(
     host_services: list[str], site: dict[str, Any], catalog: dict[str, Any]
 ) -> list[str]:
-    """The order the role starts a host's services in: placement order, except that those
+    """The order the role starts a host's services in: placement order, except that the
+    members' directory comes before the apps that log members in against it, and those
     which trust the site's CA (LAN sites) come after the proxy that makes it."""
     late = [s for s in host_services if needs_site_ca(s, site, catalog)]
-    return [s for s in host_services if s not in late] + late
+    early = [s for s in host_services if catalog[s]["kind"] == "dependency" or s == DIRECTORY]
+    return early + [s for s in host_services if s not in late and s not in early] + late
 
 
 def _seconds(duration: str) -> int:
@@ -562,6 +616,13 @@ def proxy_routes(
     return routes
 
 
+def login_text(entry: dict[str, Any], site: dict[str, Any]) -> str:
+    """How co-workers log in to a service, in the site's locale: with their member login
+    where the site runs the directory and the service uses it."""
+    members = entry.get("members") if runs_directory(site) else None
+    return str((members or entry)["login"][site["locale"]])
+
+
 def portal_entries(site: dict[str, Any], catalog: dict[str, Any]) -> list[dict[str, Any]]:
     """What the portal lists: every enabled app, in the site's locale."""
     locale = site["locale"]
@@ -570,7 +631,7 @@ def portal_entries(site: dict[str, Any], catalog: dict[str, Any]) -> list[dict[s
             "service": name,
             "title": catalog[name]["title"][locale],
             "description": catalog[name]["description"][locale],
-            "login": catalog[name]["login"][locale],
+            "login": login_text(catalog[name], site),
             "url": f"https://{fqdn(name, site, catalog)}/",
         }
         for name in sorted(site.get("services", {}))

@@ -16,6 +16,7 @@ from typing import Any
 
 from telecentre_ctl import connection, inventory, yamlio
 from telecentre_ctl.catalog import PROFILES, Catalog, load_catalog
+from telecentre_ctl.compose import DIRECTORY, partners
 from telecentre_ctl.connection import Connection, ConnectionProblem
 from telecentre_ctl.errors import InvalidInput, Problem
 
@@ -54,11 +55,26 @@ SITE_KEYS = {
     "open_ports",
     "smtp",
     "build_ca_bundle",
+    "members",
 }
 REQUIRED_SITE_KEYS = ("name", "title", "admin_email", "admins", "profile", "services", "backup")
 BACKUP_KEYS = {"target", "time", "keep"}
 KEEP_KEYS = ("daily", "weekly", "monthly")
 SMTP_KEYS = {"host", "port", "security", "username", "from"}
+MEMBERS_KEYS = {"on_remove", "plans"}
+# What becomes of a removed member's own data (files, calendars): kept in place, put in
+# one archive in the directory's backed-up archive volume, or deleted. The account is
+# disabled at once in every case.
+ON_REMOVE = ("keep", "archive", "delete")
+MEMBER_GROUPS = ("members", "staff", "admins")
+PLAN_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Plans when site.yml names none: a membership plan gives groups (members is implied)
+# and the quota of the member's own folder on the file share.
+DEFAULT_PLANS: dict[str, dict[str, Any]] = {
+    "membre": {"groups": ["members"], "quota_gb": 5},
+    "equipe": {"groups": ["members", "staff"], "quota_gb": 20},
+    "admin": {"groups": ["members", "staff", "admins"], "quota_gb": 20},
+}
 # How the relay is reached (Vaultwarden's words), and the port each implies.
 SMTP_PORTS = {"starttls": 587, "force_tls": 465, "off": 25}
 
@@ -103,6 +119,9 @@ class Site:
     hosts: tuple[Host, ...]
     catalog: Catalog = field(repr=False)
     smtp: dict[str, Any] | None = None  # the SMTP relay, defaults filled; None: no mail
+    members: dict[str, Any] | None = (
+        None  # on_remove and plans, defaults filled; None: no directory
+    )
 
     @property
     def base_domain(self) -> str:
@@ -193,6 +212,7 @@ class Site:
             "open_ports": list(self.open_ports),
             "smtp": self.smtp,
             "build_ca_bundle": self.build_ca_bundle,
+            "members": self.members,
         }
 
 
@@ -357,7 +377,71 @@ def _check_site_file(
         out["smtp"] = _check_smtp(chk, data["smtp"])
     if data.get("build_ca_bundle") is not None:
         out["build_ca_bundle"] = _check_build_ca(chk, data["build_ca_bundle"], site_dir)
+    if DIRECTORY in out["services"]:
+        out["members"] = _check_members(chk, data.get("members") or {})
+    elif data.get("members") is not None:
+        chk.add(
+            ("members",),
+            "members need the members' directory, which this site does not run",
+            "add directory: {} to services:, or remove members:",
+        )
     return out
+
+
+def _check_members(chk: _Checker, members: Any) -> dict[str, Any]:
+    """site.yml members: what removal does to a member's data, and the membership plans."""
+    path = ("members",)
+    if not isinstance(members, dict):
+        chk.add(path, "must be a mapping with on_remove and plans", "see inventory/demo/site.yml")
+        return {"on_remove": "keep", "plans": DEFAULT_PLANS}
+    chk.unknown_keys(members, MEMBERS_KEYS, path)
+    on_remove = members.get("on_remove", "keep")
+    if on_remove not in ON_REMOVE:
+        chk.add(
+            (*path, "on_remove"),
+            f"{on_remove!r} is not a removal policy",
+            "use keep (data stays), archive (one archive, backed up) or delete",
+        )
+    plans = members.get("plans", DEFAULT_PLANS)
+    checked: dict[str, dict[str, Any]] = {}
+    if not isinstance(plans, dict) or not plans:
+        chk.add(
+            (*path, "plans"),
+            "must map plan names to {groups, quota_gb}",
+            "write e.g. plans: {resident: {groups: [members], quota_gb: 20}}",
+        )
+        plans = {}
+    for name, plan in plans.items():
+        where = (*path, "plans", str(name))
+        if not isinstance(name, str) or not PLAN_RE.match(name):
+            chk.add(where, f"{name!r} is not a plan name", "use lower-case letters, digits, dashes")
+            continue
+        if not isinstance(plan, dict):
+            chk.add(where, "must be a mapping", "write {groups: [members], quota_gb: 5}")
+            continue
+        chk.unknown_keys(plan, {"groups", "quota_gb"}, where)
+        groups = plan.get("groups", ["members"])
+        if not isinstance(groups, list) or any(g not in MEMBER_GROUPS for g in groups):
+            chk.add(
+                (*where, "groups"),
+                f"{groups!r} names a group that does not exist",
+                f"use a list of {', '.join(MEMBER_GROUPS)}",
+            )
+            continue
+        quota = plan.get("quota_gb")
+        if (
+            isinstance(quota, bool)
+            or not isinstance(quota, (int, float))
+            or not 0 < quota <= 100000
+        ):
+            chk.add(
+                (*where, "quota_gb"),
+                f"{quota!r} is not a quota",
+                "give the member's own storage in GB, a number above 0 (e.g. 5 or 0.5)",
+            )
+            continue
+        checked[name] = {"groups": sorted(set(groups) | {"members"}), "quota_gb": quota}
+    return {"on_remove": on_remove, "plans": checked}
 
 
 def _check_build_ca(chk: _Checker, value: Any, site_dir: Path | None) -> str | None:
@@ -703,19 +787,24 @@ def _check_placement(site: Site, problems: list[Problem]) -> None:
             )
         routes[sub] = service
     for service in site.services:
-        for other in site.catalog[service].data.get("colocated_with", []):
+        for other in partners(site.catalog[service].data):
             apart = [
                 host
                 for host, services in placed.items()
                 if other in site.services and (service in services) != (other in services)
             ]
             if apart:
+                why = (
+                    "it logs members in against the directory on its own host"
+                    if other == DIRECTORY
+                    else "they call each other through its proxy"
+                )
                 problems.append(
                     Problem(
                         "hosts.yml",
                         "tc_services",
-                        f"{service} and {other} must run on the same host (they call each "
-                        f"other through its proxy), but {apart[0]} runs only one of them",
+                        f"{service} and {other} must run on the same host ({why}), but "
+                        f"{apart[0]} runs only one of them",
                         "list both in the same host's tc_services",
                     )
                 )
@@ -824,6 +913,7 @@ def load_site(site_dir: Path, *, check_secrets: bool = True) -> Site:
         hosts=tuple(hosts),
         catalog=catalog.for_profile(values["profile"]),
         smtp=values.get("smtp"),
+        members=values.get("members"),
     )
     _check_placement(site, problems)
     if check_secrets:

@@ -8,6 +8,7 @@ from telecentre_ctl.cli.backup import backup_command, drill_command, restore_com
 from telecentre_ctl.cli.deploy import deploy
 from telecentre_ctl.cli.images import images
 from telecentre_ctl.cli.lab import lab
+from telecentre_ctl.cli.members import members
 from telecentre_ctl.cli.plan import plan
 from telecentre_ctl.cli.services import services
 from telecentre_ctl.cli.site import init, secrets, validate
@@ -24,6 +25,7 @@ ALL: list[click.Command] = [
     deploy,
     upgrade,
     status,
+    members,
     images,
     backup_command,
     restore_command,

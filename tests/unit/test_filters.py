@@ -161,7 +161,7 @@ def test_database_commands_and_sql() -> None:
 
 
 def test_image_ref() -> None:
-    assert compose.image_ref(CATALOG["radicale"]) == "telecentre/radicale:3.5-1"
+    assert compose.image_ref(CATALOG["radicale"]) == CATALOG["radicale"]["build"]["tag"]
     assert compose.image_ref(CATALOG["redis"]).startswith("docker.io/library/redis:7.4")
 
 

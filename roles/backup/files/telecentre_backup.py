@@ -91,6 +91,16 @@ class Hook:
 
 
 @dataclass(frozen=True)
+class Drill:
+    """A service's own check in the drill: `command` run in a throwaway container of
+    `image`, no network, each restored volume mounted read-only (host path, container path)."""
+
+    image: str
+    command: tuple[str, ...]
+    mounts: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     volumes: tuple[str, ...]
@@ -99,6 +109,8 @@ class Service:
     sqlite: tuple[str, ...] = ()  # live SQLite databases in the volumes, copied consistently
     before: tuple[Hook, ...] = ()  # e.g. Nextcloud's maintenance mode on
     after: tuple[Hook, ...] = ()  # ... and off: after a backup (always) and a restore
+    rebuilt: tuple[str, ...] = ()  # volumes never snapshotted: emptied by a restore
+    drill: Drill | None = None
 
     @property
     def container(self) -> str:
@@ -168,6 +180,14 @@ class Config:
                 sqlite=tuple(s.get("sqlite", [])),
                 before=hooks(s.get("before", [])),
                 after=hooks(s.get("after", [])),
+                rebuilt=tuple(s.get("rebuilt", [])),
+                drill=Drill(
+                    s["drill"]["image"],
+                    tuple(s["drill"]["command"]),
+                    tuple((m[0], m[1]) for m in s["drill"].get("mounts", [])),
+                )
+                if s.get("drill")
+                else None,
             )
             for s in data.get("services", [])
         )
@@ -982,8 +1002,13 @@ class Backups:
         return {"snapshot": short, "message": message, "safety": safety}
 
     def safety_snapshot(self, svc: Service, action: str = "restore") -> str:
-        """The service's data as it is now, before anything is touched."""
+        """The service's data as it is now, before anything is touched: its `before`
+        commands first where they run (a dump they make is then today's; a broken service
+        is snapshotted as its files are), its `after` ones always."""
         try:
+            if svc.before:
+                with contextlib.suppress(Failure):
+                    self.compose.hooks(svc, svc.before)
             if svc.database:
                 Path(self.cfg.dump_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
                 self.engine.dump(svc.database, svc.dump_file(self.cfg.dump_dir))
@@ -993,6 +1018,9 @@ class Backups:
             summary = self.snapshot([live], ["safety", f"service:{svc.name}", action], stop=False)
         except Failure as err:
             raise Failure(f"{action} refused: the safety snapshot failed ({err.message})") from err
+        finally:
+            if svc.before:
+                self.back_in_service([svc])
         return str(summary["snapshot_id"])[:8]
 
     def _swap_in(self, svc: Service, staging: str, short: str, safety: str) -> list[str]:
@@ -1012,6 +1040,16 @@ class Backups:
                     os.rename(vol, aside)
                 moved.append((vol, aside))
                 os.rename(restored, vol)
+            for vol in svc.rebuilt:
+                # not in snapshots: emptied, the service rebuilds it from what came back
+                aside = f"{vol}.pre-restore"
+                shutil.rmtree(aside, ignore_errors=True)
+                if os.path.lexists(vol):
+                    st = os.stat(vol)
+                    os.rename(vol, aside)
+                    moved.append((vol, aside))
+                    os.mkdir(vol, st.st_mode & 0o7777)
+                    os.chown(vol, st.st_uid, st.st_gid)
             self._put_back_sqlite(svc, staging)
             if svc.database:
                 db = svc.database
@@ -1095,6 +1133,10 @@ class Backups:
                 if svc.database and svc.dump_file(cfg.dump_dir) in paths:
                     self.drill_dump(svc, f"{scratch}{svc.dump_file(cfg.dump_dir)}", short)
                     loaded.append(svc.name)
+            drilled = []
+            for svc in cfg.services:
+                if svc.drill and all(host in paths for host, _ in svc.drill.mounts):
+                    drilled.append(f"{svc.name} ({self.drill_service(svc.drill, scratch)})")
             checked = []
             for svc in cfg.services:
                 for copy in svc.sqlite_copies(cfg.dump_dir):
@@ -1115,6 +1157,8 @@ class Backups:
             message += f"; database dumps loaded: {', '.join(loaded)}"
         if checked:
             message += f"; SQLite copies sound: {', '.join(sorted(set(checked)))}"
+        if drilled:
+            message += f"; services' own checks passed: {', '.join(drilled)}"
         return {"snapshot": short, "message": message + "."}
 
     def compare_with_snapshot(self, short: str, scratch: str, paths: list[str]) -> tuple[int, int]:
@@ -1143,6 +1187,19 @@ class Backups:
             elif not os.path.lexists(restored):
                 raise Failure(f"{node['path']} was not restored")
         return files, nbytes
+
+    def drill_service(self, drill: Drill, scratch: str) -> str:
+        """The service's own check of its restored data; its last output line."""
+        argv = ["docker", "run", "--rm", "--network", "none", "--read-only",
+                "--tmpfs", "/run", "--tmpfs", "/tmp", "--entrypoint", drill.command[0]]  # fmt: skip
+        for host_path, path in drill.mounts:
+            argv += ["--volume", f"{scratch}{host_path}:{path}:ro"]
+        argv += [drill.image, *drill.command[1:]]
+        proc = self.shell.run(argv, timeout=HOOK_TIMEOUT)
+        last = _last_line(proc.stdout) or _last_line(proc.stderr)
+        if proc.returncode != 0:
+            raise Failure(f"the check of {drill.image} on the restored data failed: {last[:300]}")
+        return last[:200]
 
     def drill_dump(self, svc: Service, dump: str, short: str) -> None:
         assert svc.database is not None

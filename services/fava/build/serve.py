@@ -2,8 +2,9 @@
 
 Each ledger FAVA_LEDGERS names ({"slug": "chart"}, JSON) is made once from its chart of
 accounts (plans/<chart>.beancount) and never overwritten. Fava itself has no login: every
-request must carry the account's credentials (the proxy keeps them encrypted in transit).
-The password is read from a file, never from the environment.
+request must carry the account's credentials (the proxy keeps them encrypted in transit),
+checked here against the admin password (read from a file, never from the environment), or,
+when DIRECTORY_AUTH is set, by the members' directory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import json
 import os
 import sys
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,39 @@ def with_basic_auth(app: App, user: str, password: str) -> App:
             return app(environ, start_response)
         start_response(
             "401 Unauthorized",
-            [("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
-             ("Content-Type", "text/plain; charset=utf-8")],
+            [
+                ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ],
+        )
+        return [b"Login required.\n"]
+
+    return guarded
+
+
+def directory_allows(url: str, header: str) -> bool:
+    """The members' directory checks the request's credentials (and group): 204 or not."""
+    if not header:
+        return False
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, headers={"Authorization": header}),
+                         timeout=10) as answer:  # fmt: skip
+            return bool(answer.status == 204)
+    except OSError:  # 401 (HTTPError), or the directory down: refused
+        return False
+
+
+def with_directory_auth(app: App, url: str) -> App:
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if directory_allows(url, environ.get("HTTP_AUTHORIZATION", "")):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [
+                ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ],
         )
         return [b"Login required.\n"]
 
@@ -71,8 +104,12 @@ def main() -> None:
     if not files:
         sys.exit(f"no ledger (*.beancount) in {LEDGERS}")
     app = create_app(files, load=True)
-    password = PASSWORD_FILE.read_text(encoding="utf-8").strip()
-    guarded = with_basic_auth(app, os.environ.get("FAVA_USER", "admin"), password)
+    directory = os.environ.get("DIRECTORY_AUTH")
+    if directory:
+        guarded = with_directory_auth(app, directory)
+    else:
+        password = PASSWORD_FILE.read_text(encoding="utf-8").strip()
+        guarded = with_basic_auth(app, os.environ.get("FAVA_USER", "admin"), password)
     server = wsgi.Server(("0.0.0.0", 5000), guarded, numthreads=4)
     try:
         server.start()

@@ -1,7 +1,8 @@
 // Pads: one HTTP server for the pages, a small JSON API and the Hocuspocus (Yjs)
 // WebSocket endpoint; each pad is one row of PostgreSQL (its Yjs state, and its text for
-// reading without an editor). Every request must carry the pads account (HTTP Basic,
-// through the proxy's TLS); the editor's WebSocket presents a signed token instead.
+// reading without an editor). Every request must carry the pads account, or a member's
+// when the site runs the members' directory (HTTP Basic, through the proxy's TLS); the
+// editor's WebSocket presents a signed token instead.
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -92,7 +93,22 @@ function validToken(token) {
     timingSafeEqual(Buffer.from(signature), Buffer.from(expected));
 }
 
-function authorised(request) {
+// With the members' directory, it checks each request's credentials (204: a member).
+const DIRECTORY_AUTH = process.env.DIRECTORY_AUTH || "";
+
+async function authorised(request) {
+  if (DIRECTORY_AUTH) {
+    if (!request.headers.authorization) return false;
+    try {
+      const answer = await fetch(DIRECTORY_AUTH, {
+        headers: { authorization: request.headers.authorization },
+        signal: AbortSignal.timeout(10000),
+      });
+      return answer.status === 204;
+    } catch {
+      return false; // the directory down: refused
+    }
+  }
   const [scheme, encoded] = String(request.headers.authorization || "").split(" ");
   if (scheme?.toLowerCase() !== "basic" || !encoded) return false;
   const decoded = Buffer.from(encoded, "base64").toString("utf8");
@@ -126,7 +142,7 @@ async function handle(request, response) {
     await pool.query("SELECT 1");
     return send(response, 200, { ok: true });
   }
-  if (!authorised(request)) {
+  if (!(await authorised(request))) {
     response.writeHead(401, { "WWW-Authenticate": 'Basic realm="Pads", charset="UTF-8"' });
     return response.end("Login required.\n");
   }

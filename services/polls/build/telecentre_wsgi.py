@@ -1,11 +1,14 @@
-"""jawanndenn behind the members' account: every request must carry it (HTTP Basic, kept
-encrypted in transit by the proxy) before jawanndenn, which has no login, sees it."""
+"""jawanndenn behind the members' login: every request must carry it (HTTP Basic, kept
+encrypted in transit by the proxy) before jawanndenn, which has no login, sees it. The
+shared account's password is checked here, or, when DIRECTORY_AUTH is set, the members'
+directory checks the member's own credentials."""
 
 from __future__ import annotations
 
 import base64
 import hmac
 import os
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,26 @@ from django.core.wsgi import get_wsgi_application
 
 StartResponse = Callable[..., Any]
 USER = os.environ.get("POLLS_USER", "membre")
+DIRECTORY_AUTH = os.environ.get("DIRECTORY_AUTH", "")
 PASSWORD = Path("/run/polls/password").read_text(encoding="utf-8").strip()
 polls = get_wsgi_application()
 
 
+def directory_allows(header: str) -> bool:
+    if not header:
+        return False
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(DIRECTORY_AUTH, headers={"Authorization": header}),
+                         timeout=10) as answer:  # fmt: skip
+            return bool(answer.status == 204)
+    except OSError:  # 401 (HTTPError), or the directory down: refused
+        return False
+
+
 def authorised(header: str) -> bool:
+    if DIRECTORY_AUTH:
+        return directory_allows(header)
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return False
