@@ -225,10 +225,19 @@ def list_members(site: Site, include_former: bool = False) -> list[dict[str, Any
     return list(answer.get("members", []))
 
 
-def prepare(
-    site: Site, rows: list[tuple[dict[str, str], int | None]], where: str, key_prefix: str
-) -> list[NewMember]:
-    """Rows checked (all problems at once), uids chosen, duplicates in the batch refused."""
+Rows = list[tuple[dict[str, str], int | None]]  # fields, line in the file (None: flags)
+
+
+def prepare(site: Site, rows: Rows, where: str, key_prefix: str) -> list[NewMember]:
+    """Rows checked here (check_rows), then identifiers chosen against the directory's."""
+    checked = check_rows(site, rows, where, key_prefix)
+    taken = {m["uid"] for m in list_members(site, include_former=True)}
+    return assign_uids(checked, taken)
+
+
+def check_rows(site: Site, rows: Rows, where: str, key_prefix: str) -> Rows:
+    """Every row's fields checked, and duplicates within the batch; all problems at once
+    (InvalidInput: nothing was sent anywhere)."""
     problems: list[Problem] = []
     checked = []
     for fields, line in rows:
@@ -265,7 +274,12 @@ def prepare(
             seen_uid.setdefault(uid, line)
     if problems:
         raise InvalidInput(f"{where}: nothing was changed", problems=problems)
-    taken = {m["uid"] for m in list_members(site, include_former=True)}
+    return checked
+
+
+def assign_uids(checked: Rows, taken: set[str]) -> list[NewMember]:
+    """Members with their identifiers: the one given, or firstname.lastname made free
+    of those `taken` (current and former members) and of the batch's own."""
     given = {v["uid"] for v, _ in checked if v["uid"]}
     members = []
     for values, line in checked:
@@ -327,8 +341,8 @@ def _refusal_with_lines(err: InvalidInput, members: list[NewMember], where: str)
     )
 
 
-def read_csv(site: Site, path: Path) -> list[NewMember]:
-    """A CSV file with a header row: name,email,plan[,uid][,lang]; all or nothing."""
+def read_csv(path: Path) -> Rows:
+    """The rows of a CSV file with a header row: name,email,plan[,uid][,lang]."""
     shown = str(path)
     try:
         raw = path.read_bytes()
@@ -389,7 +403,7 @@ def read_csv(site: Site, path: Path) -> list[NewMember]:
         raise InvalidInput(
             f"{shown}: no member in the file", fix="one member per line after the header"
         )
-    return prepare(site, parsed, shown, "")
+    return parsed
 
 
 def remove(site: Site, uids: list[str]) -> dict[str, Any]:

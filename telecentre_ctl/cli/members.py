@@ -178,7 +178,7 @@ def import_command(site_dir: Path, csv_file: Path, sheets: Path | None, as_json:
     from telecentre_ctl import members as core
 
     site = _site(site_dir)
-    chosen = core.read_csv(site, csv_file)
+    chosen = core.prepare(site, core.read_csv(csv_file), str(csv_file), "")
     given = core.add(site, chosen, str(csv_file))
     say(f"imported {len(given)} member(s) into {site.name}")
     _give(site, given, sheets, as_json)

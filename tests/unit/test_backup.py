@@ -790,3 +790,76 @@ def test_standard_hosts_back_up_sqlite_and_use_maintenance_mode(make_site: MakeS
     program = tb.Config.from_data(cfg)
     assert program.service("nextcloud").after[0].user == "www-data"
     assert program.service("vaultwarden").container == "tc-vaultwarden"
+
+
+# --------------------------------------------------------------------------- rebuilt, drill
+
+
+def directory_config(tmp_path: Path) -> Any:
+    """A service like the members' directory: its dump is backed up, its live database
+    (data) is rebuilt from it, and the drill runs the service's own check."""
+    root = tmp_path / "srv" / "directory"
+    dump, data = root / "dump", root / "data"
+    for folder, name in ((dump, "directory.ldif"), (data, "data.mdb")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text("current")
+    drill = tb.Drill("telecentre/directory:2.6-1", ("/usr/local/bin/directory", "drill"),
+                     ((str(dump), "/var/lib/ldap-dump"),))  # fmt: skip
+    svc = tb.Service("directory", (str(dump),), None, "/opt/telecentre/directory/compose.yml",
+                     before=(tb.Hook(("/usr/local/bin/directory", "dump")),),
+                     rebuilt=(str(data),), drill=drill)  # fmt: skip
+    return tb.Config(
+        site="s", host="h", repository=str(tmp_path / "repo"), password_file="/p",
+        services=(svc,), target=str(tmp_path), state_dir=str(tmp_path / "state"),
+        data_dir=str(tmp_path / "srv"), min_free_mb=1, scratch_dir=str(tmp_path / "scratch"),
+    )  # fmt: skip
+
+
+def test_restore_empties_the_rebuilt_volume_and_rolls_it_back(tmp_path: Path) -> None:
+    cfg = directory_config(tmp_path)
+    svc = cfg.services[0]
+    data = Path(svc.rebuilt[0])
+    data.chmod(0o750)
+    host = restore_host(cfg, start_rc=0)
+    tb.Backups(cfg, host).restore("directory", None)
+    assert data.is_dir() and not list(data.iterdir())  # the service reloads its dump
+    assert data.stat().st_mode & 0o777 == 0o750
+    assert not Path(f"{data}.pre-restore").exists()
+    # the safety snapshot holds a fresh dump: the before command ran first
+    first_exec = next(i for i, c in enumerate(host.calls) if c[:2] == ["docker", "exec"])
+    first_backup = next(i for i, c in enumerate(host.calls) if c[1:2] == ["backup"])
+    assert first_exec < first_backup
+    assert data.as_posix() not in " ".join(host.ran("backup")[0])  # never snapshotted
+    (data / "data.mdb").write_text("current")
+    host = restore_host(cfg, start_rc=1)  # the service does not come back: all put back
+    with pytest.raises(tb.Failure, match="rolled back"):
+        tb.Backups(cfg, host).restore("directory", None)
+    assert (data / "data.mdb").read_text() == "current"
+
+
+def test_drill_runs_the_services_own_check_without_network(tmp_path: Path) -> None:
+    cfg = directory_config(tmp_path)
+    svc = cfg.services[0]
+    dump = svc.volumes[0]
+    listing = json.dumps({"struct_type": "node", "type": "file", "path": f"{dump}/directory.ldif",
+                          "size": 7})  # fmt: skip
+
+    def restore(argv: list[str]) -> tuple[int, str, str]:
+        target = argv[argv.index("--target") + 1]
+        Path(f"{target}{dump}").mkdir(parents=True)
+        Path(f"{target}{dump}/directory.ldif").write_text("current")
+        return 0, "", ""
+
+    verdict = '{"ok": true, "entries": 9, "expected": 9, "members": 1}'
+    host = FakeHost({"snapshots": snapshots_of([dump]), "ls": lambda a: (0, listing, ""),
+                     "restore": restore, "run": lambda a: (0, verdict + "\n", "")})  # fmt: skip
+    done = tb.Backups(cfg, host).drill(None)
+    assert f"services' own checks passed: directory ({verdict})" in done["message"]
+    (run,) = host.ran("run")
+    assert run[run.index("--network") + 1] == "none" and "--read-only" in run
+    assert f"{cfg.scratch_dir}{dump}:/var/lib/ldap-dump:ro" in run
+    assert run[run.index("--entrypoint") + 1] == "/usr/local/bin/directory"
+    assert run[-2:] == ["telecentre/directory:2.6-1", "drill"]
+    host.answers["run"] = lambda a: (1, '{"ok": false, "entries": 3, "expected": 9}', "")
+    with pytest.raises(tb.Failure, match=r"FAILED: the check of telecentre/directory.*entries"):
+        tb.Backups(cfg, host).drill(None)
