@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -122,6 +123,9 @@ class DeployedSite:
     lab: testing.Lab
     site_dir: Path
     config: Path
+    # (login, first password) of the member of the admin plan the fixture adds: the
+    # account the tests use on every service (the site runs the members' directory)
+    admin: tuple[str, str] = ("", "")
 
     @property
     def name(self) -> str:
@@ -162,6 +166,13 @@ class DeployedSite:
     def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cli("deploy", str(self.site_dir), *args, check=check)
 
+    def add_member(self, name: str, email: str, plan: str) -> tuple[str, str]:
+        """`members add` as a volunteer runs it; (login, first password)."""
+        proc = self.cli("members", str(self.site_dir), "add", "--name", name, "--email", email,
+                        "--plan", plan, "--json")  # fmt: skip
+        added = json.loads(proc.stdout)["added"][0]
+        return str(added["uid"]), str(added["password"])
+
     def secrets(self) -> dict[str, dict[str, str]]:
         from telecentre_ctl.secrets import read_secrets
 
@@ -181,6 +192,18 @@ def deployed_demo(
     site_dir = testing.write_site(base / name, name, DEMO_SITE / "site.yml")
     lab = lab_factory(site_dir, 1)
     deployed = DeployedSite(lab=lab, site_dir=site_dir, config=base / "config")
+    with_test_plan(site_dir)
     deployed.cli("secrets", str(site_dir))
     deployed.deploy()
+    deployed.admin = deployed.add_member("Équipe Essais", "equipe-essais@example.org", "equipe")
     return deployed
+
+
+# A plan with a small quota, so that tests can fill a member's folder.
+TEST_PLAN = {"essai": {"groups": ["members"], "quota_gb": 0.01}}
+
+
+def with_test_plan(site_dir: Path) -> None:
+    data = yaml.safe_load((site_dir / "site.yml").read_text(encoding="utf-8"))
+    data["members"]["plans"] |= TEST_PLAN
+    (site_dir / "site.yml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")

@@ -38,7 +38,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _give(
-    site: Site, given: list[tuple[NewMember, str]], sheets: Path | None, as_json: bool
+    site: Site,
+    given: list[tuple[NewMember, str]],
+    sheets: Path | None,
+    as_json: bool,
+    key: str = "added",
 ) -> None:
     """The first passwords, given once: on stdout (sheets, or JSON), or one sheet file per
     member (mode 0600) in `sheets`."""
@@ -55,7 +59,7 @@ def _give(
     if as_json:
         emit_json(
             {
-                "added": [
+                key: [
                     {
                         "uid": m.uid,
                         "name": m.name,
@@ -259,7 +263,7 @@ def reset_command(site_dir: Path, uid: str, sheet: Path | None, as_json: bool) -
     password = core.reset_password(site, uid)
     say(f"new first password for {uid}")
     if sheet is None:
-        _give(site, [(member, password)], None, as_json)
+        _give(site, [(member, password)], None, as_json, key="reset")
         return
     _write_private(sheet, core.welcome_sheet(site, member, password))
     say(f"sheet written to {sheet} (mode 0600)")

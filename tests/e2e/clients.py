@@ -52,7 +52,7 @@ def pads_session(site: DeployedSite, site_ca: Path) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment beats verify
     session.verify = str(site_ca)
-    session.auth = ("membre", site.secrets()["pads"]["password"])
+    session.auth = site.admin
     return session
 
 
@@ -98,7 +98,7 @@ def fava_session(site: DeployedSite, site_ca: Path) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment beats verify
     session.verify = str(site_ca)
-    session.auth = ("admin", site.secrets()["fava"]["admin_password"])
+    session.auth = site.admin  # of the admin plan: in the staff group, which Fava wants
     return session
 
 
@@ -135,7 +135,7 @@ def polls_session(site: DeployedSite, site_ca: Path) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment beats verify
     session.verify = str(site_ca)
-    session.auth = ("membre", site.secrets()["polls"]["password"])
+    session.auth = site.admin
     return session
 
 
@@ -176,13 +176,13 @@ def booking_event(uid: str, start: str, end: str, summary: str) -> str:
 
 
 def member_calendar(site: DeployedSite, lan: str, site_ca: Path, resource: str) -> Any:
-    """A resource calendar (room, desk, machine) as the members' CalDAV account sees it."""
+    """A resource calendar (room, desk, machine) as a member's CalDAV account sees it."""
     import caldav
 
     client = caldav.DAVClient(
         url=url(lan, "agenda", "/reservations/"),
-        username="membre",
-        password=site.secrets()["radicale"]["member_password"],
+        username=site.admin[0],
+        password=site.admin[1],
         ssl_verify_cert=str(site_ca),
     )
     return caldav.Calendar(client=client, url=url(lan, "agenda", f"/reservations/{resource}/"))

@@ -117,11 +117,12 @@ class Seeded:
     poll_data: dict[str, Any]
     booking_uid: str
     rows: dict[str, str]
+    member: tuple[str, str]  # in the directory when the backup was made
 
 
 def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path, pad_client: Path) -> Seeded:
     """Data put in through the applications, as co-workers would."""
-    dav = session_for(site_ca, ("partage", site.secrets()["webdav"]["password"]))
+    dav = session_for(site_ca, site.admin)
     folder = f"https://fichiers.{lan}/sauvegarde-{uuid.uuid4().hex[:6]}/"
     assert dav.request("MKCOL", folder, timeout=30).status_code == 201
     files: dict[str, bytes] = {
@@ -141,9 +142,9 @@ def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path, pad_client
     import caldav
 
     client = caldav.DAVClient(
-        url=f"https://agenda.{lan}/admin/",
-        username="admin",
-        password=site.secrets()["radicale"]["admin_password"],
+        url=f"https://agenda.{lan}/{site.admin[0]}/",
+        username=site.admin[0],
+        password=site.admin[1],
         ssl_verify_cert=str(site_ca),
     )
     calendar = client.principal().make_calendar(name=f"Sauvegarde {uuid.uuid4().hex[:6]}")
@@ -180,8 +181,10 @@ def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path, pad_client
         booking_event(booking, "20270115T140000Z", "20270115T170000Z", "Impression des badges")
     )
     rows = {service: database_rows(site, service) for service in DATABASES}
+    member = site.add_member("Camille Sauvegarde", f"camille-{uuid.uuid4().hex[:6]}@example.org",
+                             "nomade")  # fmt: skip
     return Seeded(folder, sums, str(calendar.url), uid, page_id, text, narration, ledger, pad,
-                  lines, poll, poll_data(polls, lan, poll), booking, rows)  # fmt: skip
+                  lines, poll, poll_data(polls, lan, poll), booking, rows, member)  # fmt: skip
 
 
 def save_wiki_page(site: DeployedSite, lan: str, site_ca: Path, page_id: str, text: str) -> None:
@@ -190,8 +193,7 @@ def save_wiki_page(site: DeployedSite, lan: str, site_ca: Path, page_id: str, te
     login = session.get(wiki, params={"id": "start", "do": "login"}, timeout=30).text
     token = re.search(r'name="sectok" value="([^"]*)"', login)
     session.post(wiki, timeout=30, data={
-        "id": "start", "do": "login", "u": "admin",
-        "p": site.secrets()["dokuwiki"]["admin_password"],
+        "id": "start", "do": "login", "u": site.admin[0], "p": site.admin[1],
         "sectok": token.group(1) if token else "",
     })  # fmt: skip
     editor = session.get(wiki, params={"id": page_id, "do": "edit"}, timeout=30).text
@@ -225,7 +227,7 @@ def served_as_seeded(site: DeployedSite, lan: str, site_ca: Path, seeded: Seeded
     assert any(seeded.booking_uid in e.data for e in printer.events())
     text = pad_text(pads_session(site, site_ca), lan, seeded.pad, seeded.pad_lines)
     assert sorted(text.splitlines()) == sorted(seeded.pad_lines)
-    dav = session_for(site_ca, ("partage", site.secrets()["webdav"]["password"]))
+    dav = session_for(site_ca, site.admin)
     for name, digest in seeded.files.items():
         answer = dav.get(seeded.folder + quote(name), timeout=300)
         assert answer.status_code == 200, name
@@ -233,15 +235,23 @@ def served_as_seeded(site: DeployedSite, lan: str, site_ca: Path, seeded: Seeded
     import caldav
 
     client = caldav.DAVClient(
-        url=f"https://agenda.{lan}/admin/",
-        username="admin",
-        password=site.secrets()["radicale"]["admin_password"],
+        url=f"https://agenda.{lan}/{site.admin[0]}/",
+        username=site.admin[0],
+        password=site.admin[1],
         ssl_verify_cert=str(site_ca),
     )
     found = [c for c in client.principal().calendars() if str(c.url) == seeded.calendar_url]
     assert found, "the calendar is gone"
     assert any(seeded.event_uid in e.data for e in found[0].events())
     assert wiki_page(lan, site_ca, seeded.page_id) == seeded.page_text.strip()
+    assert member_in(lan, site_ca, seeded.member)
+
+
+def member_in(lan: str, site_ca: Path, member: tuple[str, str]) -> bool:
+    """Whether the directory lets this member in (the file share asks it on each request)."""
+    answer = session_for(site_ca, member).get(f"https://fichiers.{lan}/commun/", timeout=30)
+    assert answer.status_code in (200, 401), answer.status_code
+    return answer.status_code == 200
 
 
 def wiki_volumes(site: DeployedSite) -> list[str]:
@@ -289,6 +299,12 @@ def test_backup_wipe_restore_round_trip(
     site.run(f"{psql} -d tc_pads -c 'DELETE FROM pads'")
     site.run(f"{psql} -d tc_polls -c 'TRUNCATE jawanndenn_poll CASCADE'")
     wiped |= {"pads": [], "polls": []}
+    # the directory: the member backed up leaves, another one arrives after the backup
+    assert member_in(lan, site_ca, seeded.member)
+    ctl(site, "members", str(site.site_dir), "remove", seeded.member[0])
+    later = site.add_member("Arrivé Après", f"apres-{uuid.uuid4().hex[:6]}@example.org", "nomade")
+    assert not member_in(lan, site_ca, seeded.member) and member_in(lan, site_ca, later)
+    wiped = {"directory": [], **wiped}
     assert dav_status(site, lan, site_ca, seeded) == 404
     assert all(database_rows(site, s) != seeded.rows[s] for s in DATABASES)
     for service in wiped:
@@ -300,6 +316,7 @@ def test_backup_wipe_restore_round_trip(
         health = site.run(f"docker inspect -f '{{{{.State.Health.Status}}}}' tc-{service}")
         assert health.stdout.strip() == "healthy"
     served_as_seeded(site, lan, site_ca, seeded)
+    assert not member_in(lan, site_ca, later)  # the directory is as it was backed up
 
     # nothing left aside by the restores
     leftovers = site.run("ls -a /srv/telecentre/*/ | grep -E 'pre-restore|restore-staging'",
@@ -310,6 +327,7 @@ def test_backup_wipe_restore_round_trip(
     drill = ctl_json(site, "drill", str(site.site_dir))
     (outcome,) = drill["hosts"]
     assert outcome["ok"] is True and "Restore drill passed" in outcome["message"]
+    assert "services' own checks passed: directory" in outcome["message"]  # scratch slapd
     recorded = host_json(site, f"{STATE}/last-drill.json")
     assert list(recorded) == ["finished", "ok", "snapshot", "message"] and recorded["ok"]
     assert site.run("test -e /var/tmp/telecentre-drill", check=False).returncode == 1
@@ -329,7 +347,7 @@ def test_backup_wipe_restore_round_trip(
 
 
 def dav_status(site: DeployedSite, lan: str, site_ca: Path, seeded: Seeded) -> int:
-    dav = session_for(site_ca, ("partage", site.secrets()["webdav"]["password"]))
+    dav = session_for(site_ca, site.admin)
     name = next(iter(seeded.files))
     return dav.get(seeded.folder + quote(name), timeout=30).status_code
 

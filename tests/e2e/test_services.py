@@ -38,7 +38,7 @@ from tests.e2e.clients import (
 
 pytestmark = pytest.mark.e2e
 
-DEMO_APPS = {"webdav", "radicale", "dokuwiki", "fava", "pads", "polls"}
+DEMO_APPS = {"directory", "webdav", "radicale", "dokuwiki", "fava", "pads", "polls"}
 
 
 def test_portal_lists_exactly_the_enabled_services(
@@ -48,7 +48,7 @@ def test_portal_lists_exactly_the_enabled_services(
     assert page.status_code == 200
     assert set(re.findall(r'id="service-([a-z-]+)"', page.text)) == DEMO_APPS
     assert "Tiers-lieu de démonstration" in page.text  # the site's title, in its locale (fr)
-    for sub in ("fichiers", "agenda", "wiki", "comptes", "pads", "sondages"):
+    for sub in ("compte", "fichiers", "agenda", "wiki", "comptes", "pads", "sondages"):
         assert url(lan, sub) in page.text
     ca = requests.get(url(lan, "", "/telecentre-ca.crt"), verify=str(site_ca), timeout=30)
     assert ca.status_code == 200 and ca.text.strip() == site_ca.read_text().strip()
@@ -63,7 +63,7 @@ def test_plain_http_is_redirected_to_https(lan: str) -> None:
 def test_webdav_files_round_trip(
     deployed_demo: DeployedSite, lan: str, site_ca: Path, tmp_path: Path
 ) -> None:
-    auth = ("partage", deployed_demo.secrets()["webdav"]["password"])
+    auth = deployed_demo.admin
     base = url(lan, "fichiers", f"/e2e-{uuid.uuid4().hex[:8]}/")
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment beats verify
@@ -94,7 +94,7 @@ def test_webdav_files_round_trip(
     listed = {requests.utils.unquote(h).rstrip("/").rsplit("/", 1)[-1] for h in hrefs}
     assert set(names) | {"big.bin"} <= listed
     denied = requests.get(
-        base + "big.bin", auth=("partage", "wrong"), verify=str(site_ca), timeout=30
+        base + "big.bin", auth=(auth[0], "wrong"), verify=str(site_ca), timeout=30
     )
     assert denied.status_code == 401
 
@@ -102,10 +102,10 @@ def test_webdav_files_round_trip(
 def test_caldav_event_round_trip(deployed_demo: DeployedSite, lan: str, site_ca: Path) -> None:
     import caldav
 
-    password = deployed_demo.secrets()["radicale"]["admin_password"]
+    login, password = deployed_demo.admin
     client = caldav.DAVClient(
-        url=url(lan, "agenda", "/admin/"),
-        username="admin",
+        url=url(lan, "agenda", f"/{login}/"),
+        username=login,
         password=password,
         ssl_verify_cert=str(site_ca),
     )
@@ -119,8 +119,8 @@ def test_caldav_event_round_trip(deployed_demo: DeployedSite, lan: str, site_ca:
         "END:VCALENDAR\n"
     )
     again = caldav.DAVClient(
-        url=url(lan, "agenda", "/admin/"),
-        username="admin",
+        url=url(lan, "agenda", f"/{login}/"),
+        username=login,
         password=password,
         ssl_verify_cert=str(site_ca),
     )
@@ -136,7 +136,7 @@ def test_dokuwiki_page_is_saved_and_served(
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment beats verify
     session.verify = str(site_ca)
-    password = deployed_demo.secrets()["dokuwiki"]["admin_password"]
+    login, password = deployed_demo.admin
     page_id = f"e2e:page{uuid.uuid4().hex[:6]}"
     login_form = session.get(wiki, params={"id": "start", "do": "login"}, timeout=30).text
     token = re.search(r'name="sectok" value="([^"]*)"', login_form)
@@ -145,7 +145,7 @@ def test_dokuwiki_page_is_saved_and_served(
         data={
             "id": "start",
             "do": "login",
-            "u": "admin",
+            "u": login,
             "p": password,
             "sectok": token.group(1) if token else "",
         },
@@ -184,7 +184,7 @@ def test_fava_transaction_reaches_the_balance(
     base = url(lan, "comptes")
     assert requests.get(base, verify=str(site_ca), timeout=30).status_code == 401
     fava = fava_session(deployed_demo, site_ca)
-    assert fava.get(base, auth=("admin", "wrong"), timeout=30).status_code == 401
+    assert fava.get(base, auth=(deployed_demo.admin[0], "wrong"), timeout=30).status_code == 401
     front = fava.get(base, timeout=60)
     assert front.status_code == 200 and "/association/" in front.url
     accounts = fava.get(
@@ -259,7 +259,7 @@ def test_a_poll_is_made_voted_and_counted(
 def test_a_room_is_booked_once_and_shows_busy(
     deployed_demo: DeployedSite, lan: str, site_ca: Path
 ) -> None:
-    """The members' CalDAV account books the meeting room (a resource calendar in Radicale):
+    """A member's CalDAV account books the meeting room (a resource calendar in Radicale):
     an overlapping booking is refused, the next slot is taken, free/busy shows both."""
     import caldav
 

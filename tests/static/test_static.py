@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # roles/ holds Python that runs on the hosts (roles/backup/files/telecentre_backup.py) and
 # Ansible plugins: linted, formatted and type-checked (pyproject's mypy files) like the package.
-PYTHON_TREES = ("telecentre_ctl", "roles", "tests", "bench")
+PYTHON_TREES = ("telecentre_ctl", "roles", "services", "tests", "bench")
 HOST_PROGRAMS = sorted((ROOT / "roles").glob("*/files/*.py"))
 
 
