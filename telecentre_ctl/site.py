@@ -377,6 +377,14 @@ def _check_site_file(
         out["smtp"] = _check_smtp(chk, data["smtp"])
     if data.get("build_ca_bundle") is not None:
         out["build_ca_bundle"] = _check_build_ca(chk, data["build_ca_bundle"], site_dir)
+    for name in out["services"]:
+        needs = (catalog[name].data.get("members") or {}).get("required")
+        if needs and DIRECTORY not in out["services"]:
+            chk.add(
+                ("services", name),
+                f"{name} has no accounts of its own: it needs the members' directory",
+                "add directory: {} to services:",
+            )
     if DIRECTORY in out["services"]:
         out["members"] = _check_members(chk, data.get("members") or {})
     elif data.get("members") is not None:

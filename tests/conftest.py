@@ -55,6 +55,8 @@ def make_site(tmp_path: Path) -> MakeSite:
             data.update(site)
             for key in drop:
                 data.pop(key, None)
+            if "directory" not in (data.get("services") or {}) and "members" not in site:
+                data.pop("members", None)  # the demo's plans need its directory
             (target / "site.yml").write_text(
                 yaml.safe_dump(data, allow_unicode=True), encoding="utf-8"
             )
@@ -197,6 +199,15 @@ def deployed_demo(
     deployed.deploy()
     deployed.admin = deployed.add_member("Équipe Essais", "equipe-essais@example.org", "equipe")
     return deployed
+
+
+def set_services(site_dir: Path, services: dict[str, Any]) -> None:
+    """A site's services replaced (its members settings dropped without the directory)."""
+    data = yaml.safe_load((site_dir / "site.yml").read_text(encoding="utf-8"))
+    data["services"] = services
+    if "directory" not in services:
+        data.pop("members", None)
+    (site_dir / "site.yml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
 
 # A plan with a small quota, so that tests can fill a member's folder.

@@ -12,7 +12,6 @@ host (it may be the only copy); deploy says which data it keeps, and why.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ import yaml
 
 from telecentre_ctl.lab import testing
 from telecentre_ctl.paths import DEMO_SITE
-from tests.conftest import DeployedSite, LabFactory
+from tests.conftest import DeployedSite, LabFactory, set_services
 
 pytestmark = pytest.mark.lab
 
@@ -33,17 +32,11 @@ WEBDAV_CANARY = "/srv/telecentre/webdav/files/canary-removed"
 def two_hosts(lab_factory: LabFactory, tmp_path_factory: pytest.TempPathFactory) -> DeployedSite:
     base = tmp_path_factory.mktemp("purge")
     site_dir = testing.write_site(base / SITE, SITE, DEMO_SITE / "site.yml")
-    edit_site(site_dir, services={"radicale": {}, "webdav": {}})
+    set_services(site_dir, services={"radicale": {}, "webdav": {}})
     lab = lab_factory(site_dir, 2)
     deployed = DeployedSite(lab=lab, site_dir=site_dir, config=base / "config")
     deployed.cli("secrets", str(site_dir))
     return deployed
-
-
-def edit_site(site_dir: Path, services: dict[str, Any]) -> None:
-    data = yaml.safe_load((site_dir / "site.yml").read_text())
-    data["services"] = services
-    (site_dir / "site.yml").write_text(yaml.safe_dump(data, allow_unicode=True))
 
 
 def place(site: DeployedSite, first: list[str], second: list[str]) -> None:
@@ -75,7 +68,7 @@ def test_purge_keeps_moved_data_and_deletes_data_removed_earlier(two_hosts: Depl
         site.lab.run(site.lab.hosts[0], f"echo kept > {canary}")
 
     # 2. webdav leaves the site, without --purge: stopped, its data kept, and said so
-    edit_site(site.site_dir, services={"radicale": {}})
+    set_services(site.site_dir, services={"radicale": {}})
     place(site, ["radicale"], [])
     hosts, stderr = deploy(site, "--limit", one)
     assert not exists(site, 0, "/opt/telecentre/webdav") and exists(site, 0, WEBDAV_CANARY)

@@ -34,7 +34,7 @@ import yaml
 from telecentre_ctl.lab import testing
 from telecentre_ctl.paths import DEMO_SITE, SERVICES_DIR
 from telecentre_ctl.upgrade import version_of
-from tests.conftest import DeployedSite, LabFactory
+from tests.conftest import DeployedSite, LabFactory, set_services
 from tests.e2e.clients import fetch_ca, resolve_to
 
 pytestmark = pytest.mark.e2e
@@ -80,9 +80,7 @@ def site(lab_factory: LabFactory, tmp_path_factory: pytest.TempPathFactory) -> C
     set_recipe(catalog, "3.5-1")
     name = testing.site_name("upgr")
     site_dir = testing.write_site(base / name, name, DEMO_SITE / "site.yml")
-    data = yaml.safe_load((site_dir / "site.yml").read_text(encoding="utf-8"))
-    data["services"] = {"radicale": {}}
-    (site_dir / "site.yml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    set_services(site_dir, {"radicale": {}})
     lab = lab_factory(site_dir, 1)
     deployed = CatalogSite(lab=lab, site_dir=site_dir, config=base / "config")
     deployed.catalog = catalog

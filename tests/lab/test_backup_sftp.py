@@ -24,6 +24,7 @@ import yaml
 from telecentre_ctl import runner
 from telecentre_ctl.lab import testing
 from telecentre_ctl.paths import DEMO_SITE, PLAYBOOKS_DIR
+from tests.conftest import set_services
 
 pytestmark = pytest.mark.lab
 
@@ -63,6 +64,7 @@ class SftpLab:
 def sftp_lab(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpLab]:
     base = tmp_path_factory.mktemp("sftp")
     site_dir = testing.write_site(base / SITE, SITE, DEMO_SITE / "site.yml")
+    set_services(site_dir, {"webdav": {}, "radicale": {}})  # files on the client, no directory
     lab = lab_factory(site_dir, 2)
     client, server = lab.hosts
     text = (site_dir / "site.yml").read_text()

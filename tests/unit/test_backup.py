@@ -66,11 +66,12 @@ def test_host_config_of_the_demo_site(make_site: MakeSite) -> None:
     from telecentre_ctl.site import load_site
 
     assert names == [*load_site(make_site()).services, "proxy"]
-    webdav = cfg["services"][0]
+    by_name = {s["name"]: s for s in cfg["services"]}
+    webdav = by_name["webdav"]
     assert webdav["volumes"] == ["/srv/telecentre/webdav/files"]
     assert webdav["database"] is None
     assert webdav["compose_file"] == "/opt/telecentre/webdav/compose.yml"
-    dokuwiki = cfg["services"][2]
+    dokuwiki = by_name["dokuwiki"]
     declared = load_catalog()["dokuwiki"].data["backup"]["volumes"]
     assert dokuwiki["volumes"] == [f"/srv/telecentre/dokuwiki/{v}" for v in declared]
     assert cfg["repository"] == f"/srv/backup/demo/{cfg['host']}"

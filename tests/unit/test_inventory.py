@@ -214,7 +214,9 @@ def test_the_site_takes_its_hosts_and_variables_from_the_resolver(make_site: Mak
             },
         }
     }
-    site = load_site(make_site(hosts=hosts, secrets=False), check_secrets=False)
+    apps = {"webdav": {}, "radicale": {}, "dokuwiki": {}, "fava": {}, "pads": {}, "polls": {}}
+    site = load_site(make_site(site={"services": apps}, hosts=hosts, secrets=False),
+                     check_secrets=False)  # fmt: skip
     assert [h.name for h in site.hosts] == ["box1", "box2"]
     assert site.ram_gb(site.hosts[1]) == 8
     assert site.hosts[0].connection.user == "admin" and site.hosts[0].address == "192.0.2.5"

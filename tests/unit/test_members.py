@@ -70,7 +70,7 @@ def test_one_time_passwords_are_long_readable_and_fresh() -> None:
 
 
 def test_members_settings_default_and_given(make_site: MakeSite) -> None:
-    site = load_site(make_site(site={"services": DIRECTORY_SERVICES}))
+    site = load_site(make_site(site={"services": DIRECTORY_SERVICES}, drop=("members",)))
     assert site.members is not None and site.members["on_remove"] == "keep"
     assert set(site.members["plans"]) == {"membre", "equipe", "admin"}
     site = member_site(make_site)
@@ -103,7 +103,7 @@ def test_bad_members_settings_are_named(
 
 
 def test_members_without_the_directory_are_refused(make_site: MakeSite) -> None:
-    text = invalid(make_site, members={"on_remove": "keep"})
+    text = invalid(make_site, services={"webdav": {}}, members={"on_remove": "keep"})
     assert "members: members need the members' directory" in text
     assert "add directory: {} to services:" in text
 
@@ -307,7 +307,7 @@ def test_welcome_sheet_in_the_members_language(make_site: MakeSite) -> None:
 
 
 def test_members_need_a_site_that_runs_the_directory(make_site: MakeSite) -> None:
-    site_dir = make_site()
+    site_dir = make_site(site={"services": {"webdav": {}}})
     result = CliRunner().invoke(cli, ["members", str(site_dir), "list"])
     assert result.exit_code == 2
     assert "has no members' directory" in result.output
@@ -428,3 +428,9 @@ def test_request_travels_inside_the_program_not_on_the_command_line(
     assert tail.startswith("sys.exit(main(json.loads(")
     request = eval(tail.removeprefix("sys.exit(main(").removesuffix("))"), {"json": json})
     assert request == {"directory": {"op": "reset", "uid": "ana", "password": "p4ss-w0rd"}}
+
+
+def test_an_app_without_accounts_of_its_own_needs_the_directory(make_site: MakeSite) -> None:
+    text = invalid(make_site, profile="standard", services={"authelia": {}})
+    assert "services.authelia: authelia has no accounts of its own" in text
+    assert "add directory: {} to services:" in text

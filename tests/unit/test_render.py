@@ -162,7 +162,8 @@ def test_plan_summary(standard) -> None:
     data = standard.as_json()
     (host,) = data["hosts"]
     assert data["urls"]["portal"] == "https://comptoir.example.org/"
-    assert host["download_mb"] > 1000 and host["built_locally"] == ["radicale", "dokuwiki", "proxy"]
+    built = host["built_locally"]
+    assert host["download_mb"] > 1000 and built == ["directory", "radicale", "dokuwiki", "proxy"]
     assert host["ram"]["headroom"] >= 0.2
     assert [p["port"] for p in host["open_ports"]] == [22, 80, 443]
 
@@ -200,6 +201,8 @@ def test_rendered_compose_files_pass_docker_compose_config(
     written = write_plan(plan, tmp_path / "out")
     files = [p for p in written if p.name == "compose.yml"]
     assert len(files) == len(plan.hosts[0].services)
+    if source.startswith("example-standard"):  # the single sign-on portal and its directory
+        assert {"authelia", "directory"} <= {p.parent.name for p in files}
     for path in files:
         assert check_compose_file(COMPOSE, path) is None, path
 

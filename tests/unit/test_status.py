@@ -34,10 +34,12 @@ from telecentre_ctl.site import Site, load_site
 from tests.conftest import MakeSite
 
 NOW = dt.datetime(2025, 3, 12, 10, 0, tzinfo=dt.UTC)
-# The demo's apps on two boxes: files and calendars on one, everything else on the other.
+# The demo's apps on two boxes: files and calendars on one, everything else on the other
+# (without the members' directory, which keeps its services on its own host).
 BOX1 = ["webdav", "radicale"]
 DEMO_APPS = yaml.safe_load((DEMO_SITE / "site.yml").read_text())["services"]
-BOX2 = [s for s in DEMO_APPS if s not in BOX1]
+SPREAD_APPS = {s: {} for s in DEMO_APPS if s != "directory"}
+BOX2 = [s for s in SPREAD_APPS if s not in BOX1]
 TWO_HOSTS = {
     "telecentre": {
         "hosts": {
@@ -119,6 +121,8 @@ def load_variant(
     target.mkdir()
     data = yaml.safe_load((DEMO_SITE / "site.yml").read_text(encoding="utf-8"))
     data.update(site or {})
+    if "directory" not in data["services"]:
+        data.pop("members", None)
     (target / "site.yml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     (target / "hosts.yml").write_text(
         yaml.safe_dump(hosts or {"telecentre": {"hosts": {"demo-1": {"tc_ram_gb": 4}}}}),
@@ -135,7 +139,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Site]:
         "fr": load_variant(base, "fr"),
         "en": load_variant(base, "en", {"locale": "en"}),
         "acme": load_variant(base, "acme", {"domain": "comptoir.example.org", "tls": "acme"}),
-        "two": load_variant(base, "two", hosts=TWO_HOSTS),
+        "two": load_variant(base, "two", {"services": SPREAD_APPS}, hosts=TWO_HOSTS),
     }
 
 
@@ -916,7 +920,8 @@ def test_collect_bounds_every_host_and_reports_the_others(
             }
         }
     }
-    site = load_site(make_site(hosts=hosts, secrets=False), check_secrets=False)
+    site = load_site(make_site(site={"services": SPREAD_APPS}, hosts=hosts, secrets=False),
+                     check_secrets=False)  # fmt: skip
     started = time.monotonic()
     with server1, server2:
         fleet = st.collect([site], timeout=1.5)

@@ -43,38 +43,27 @@ def authorised(header: str, user: str, password: str) -> bool:
     return hmac.compare_digest(given.encode(), password.encode()) and same_user
 
 
-def with_basic_auth(app: App, user: str, password: str) -> App:
-    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if authorised(environ.get("HTTP_AUTHORIZATION", ""), user, password):
-            return app(environ, start_response)
-        start_response(
-            "401 Unauthorized",
-            [
-                ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
-                ("Content-Type", "text/plain; charset=utf-8"),
-            ],
-        )
-        return [b"Login required.\n"]
-
-    return guarded
-
-
 def directory_allows(url: str, header: str) -> bool:
     """The members' directory checks the request's credentials (and group): 204 or not."""
     if not header:
         return False
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Authorization": header})
     try:
-        with opener.open(urllib.request.Request(url, headers={"Authorization": header}),
-                         timeout=10) as answer:  # fmt: skip
+        with opener.open(request, timeout=10) as answer:
             return bool(answer.status == 204)
     except OSError:  # 401 (HTTPError), or the directory down: refused
         return False
 
 
-def with_directory_auth(app: App, url: str) -> App:
+def guard(app: App, allowed: Callable[[str], bool]) -> App:
+    """Fava behind HTTP Basic: `allowed(Authorization header)` decides. /healthz, asked
+    from inside the container only, answers Fava's own front page without credentials."""
+
     def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if directory_allows(url, environ.get("HTTP_AUTHORIZATION", "")):
+        if environ.get("PATH_INFO") == "/healthz" and environ.get("REMOTE_ADDR") == "127.0.0.1":
+            return app({**environ, "PATH_INFO": "/"}, start_response)
+        if allowed(environ.get("HTTP_AUTHORIZATION", "")):
             return app(environ, start_response)
         start_response(
             "401 Unauthorized",
@@ -106,10 +95,11 @@ def main() -> None:
     app = create_app(files, load=True)
     directory = os.environ.get("DIRECTORY_AUTH")
     if directory:
-        guarded = with_directory_auth(app, directory)
+        guarded = guard(app, lambda header: directory_allows(directory, header))
     else:
+        user = os.environ.get("FAVA_USER", "admin")
         password = PASSWORD_FILE.read_text(encoding="utf-8").strip()
-        guarded = with_basic_auth(app, os.environ.get("FAVA_USER", "admin"), password)
+        guarded = guard(app, lambda header: authorised(header, user, password))
     server = wsgi.Server(("0.0.0.0", 5000), guarded, numthreads=4)
     try:
         server.start()
