@@ -80,11 +80,11 @@ def import_hundred(site_dir: Path, plan: str, tag: str, folder: Path) -> tuple[f
 def refusals(lan: str, ca: str, login: str, password: str) -> dict[str, Callable[[], bool]]:
     """For each service: a call that is True once the service refuses the member."""
 
-    def status(sub: str, path: str = "/") -> int:
+    def status(sub: str, path: str = "/", method: str = "GET") -> int:
         s = requests.Session()
         s.trust_env = False
-        return s.get(f"https://{sub}.{lan}{path}", auth=(login, password), verify=ca,
-                     timeout=30).status_code  # fmt: skip
+        return s.request(method, f"https://{sub}.{lan}{path}", auth=(login, password),
+                         verify=ca, headers={"Depth": "0"}, timeout=30).status_code  # fmt: skip
 
     def wiki_refuses() -> bool:
         s = requests.Session()
@@ -99,7 +99,7 @@ def refusals(lan: str, ca: str, login: str, password: str) -> dict[str, Callable
         return "do=logout" not in page.text
 
     return {
-        "webdav": lambda: status("fichiers", "/commun/") == 401,
+        "webdav": lambda: status("fichiers", "/commun/", "PROPFIND") == 401,
         "caldav": lambda: status("agenda", f"/{login}/") == 401,
         "wiki": wiki_refuses,
         "pads": lambda: status("pads") == 401,

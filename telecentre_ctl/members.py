@@ -41,6 +41,11 @@ SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAl
 SSH_UNREACHABLE = 255
 ARCHIVE_DIR = f"{DATA_DIR}/{DIRECTORY}/archive"
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
+# Letters that Unicode does not decompose into a base letter and an accent.
+LETTERS_WITHOUT_ACCENTS = str.maketrans(
+    {"ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "đ": "d",
+     "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,8 @@ def one_time_password() -> str:
 
 def uid_from_name(name: str) -> str:
     """firstname.lastname in plain lower-case ASCII ("Élodie Lefèvre" -> elodie.lefevre)."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    spelled = name.translate(LETTERS_WITHOUT_ACCENTS)
+    ascii_name = unicodedata.normalize("NFKD", spelled).encode("ascii", "ignore").decode()
     words = ["".join(c for c in w.lower() if c.isalnum()) for w in ascii_name.split()]
     uid = ".".join(w for w in words if w)[:UID_MAX].strip(".")
     if not uid or not uid[0].isalpha():

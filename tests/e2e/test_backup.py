@@ -249,9 +249,11 @@ def served_as_seeded(site: DeployedSite, lan: str, site_ca: Path, seeded: Seeded
 
 def member_in(lan: str, site_ca: Path, member: tuple[str, str]) -> bool:
     """Whether the directory lets this member in (the file share asks it on each request)."""
-    answer = session_for(site_ca, member).get(f"https://fichiers.{lan}/commun/", timeout=30)
-    assert answer.status_code in (200, 401), answer.status_code
-    return answer.status_code == 200
+    answer = session_for(site_ca, member).request(
+        "PROPFIND", f"https://fichiers.{lan}/commun/", headers={"Depth": "0"}, timeout=30
+    )
+    assert answer.status_code in (207, 401), answer.status_code
+    return answer.status_code == 207
 
 
 def wiki_volumes(site: DeployedSite) -> list[str]:

@@ -40,7 +40,7 @@ function check_quota(r)
   end
   local home = ROOT .. user
   if not r:stat(home) then
-    r:mkdir(home, 488)  -- 0750
+    r:mkdir(home, 0x750)  -- APR's permission bits are 0xUGW: 0x750 is rwxr-x---
   end
   if r.method ~= "PUT" and r.method ~= "COPY" then
     return apache2.DECLINED
