@@ -117,11 +117,13 @@ def fava_add(fava: requests.Session, lan: str, narration: str, amount: str) -> N
 
 def fava_balance(fava: requests.Session, lan: str, narration: str) -> dict[str, str]:
     """Account -> amount of the transaction's postings, once Fava has reloaded the ledger
-    (it watches the file: polled, bounded)."""
+    (polled, bounded)."""
     query = ("SELECT account, sum(number) AS total WHERE narration = "
              f"'{narration}' GROUP BY account ORDER BY account")  # fmt: skip
     deadline = time.monotonic() + 60
     while True:
+        # what Fava's own page does: ask whether the ledger changed (its API reloads only then)
+        fava.get(url(lan, "comptes", "/association/api/changed"), timeout=60)
         answer = fava.get(url(lan, "comptes", "/association/api/query"),
                           params={"query_string": query}, timeout=60)  # fmt: skip
         assert answer.status_code == 200, answer.text

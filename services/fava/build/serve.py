@@ -56,13 +56,13 @@ def directory_allows(url: str, header: str) -> bool:
         return False
 
 
-def guard(app: App, allowed: Callable[[str], bool]) -> App:
+def guard(app: App, allowed: Callable[[str], bool], health: str) -> App:
     """Fava behind HTTP Basic: `allowed(Authorization header)` decides. /healthz, asked
-    from inside the container only, answers Fava's own front page without credentials."""
+    from inside the container only, answers Fava's `health` page without credentials."""
 
     def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REMOTE_ADDR") == "127.0.0.1":
-            return app({**environ, "PATH_INFO": "/"}, start_response)
+            return app({**environ, "PATH_INFO": health}, start_response)
         if allowed(environ.get("HTTP_AUTHORIZATION", "")):
             return app(environ, start_response)
         start_response(
@@ -92,14 +92,18 @@ def main() -> None:
     files = sorted(str(p) for p in LEDGERS.glob("*.beancount"))
     if not files:
         sys.exit(f"no ledger (*.beancount) in {LEDGERS}")
-    app = create_app(files, load=True)
+    # The poll watcher compares the ledgers' times at each request: no watcher thread, and
+    # no inotify, whose instances a box's (or the lab's shared kernel's) containers share.
+    app = create_app(files, load=True, poll_watcher=True)
+    # healthy: the first ledger answers whether it changed (and is reloaded if it did)
+    health = f"/{Path(files[0]).stem}/api/changed"
     directory = os.environ.get("DIRECTORY_AUTH")
     if directory:
-        guarded = guard(app, lambda header: directory_allows(directory, header))
+        guarded = guard(app, lambda header: directory_allows(directory, header), health)
     else:
         user = os.environ.get("FAVA_USER", "admin")
         password = PASSWORD_FILE.read_text(encoding="utf-8").strip()
-        guarded = guard(app, lambda header: authorised(header, user, password))
+        guarded = guard(app, lambda header: authorised(header, user, password), health)
     server = wsgi.Server(("0.0.0.0", 5000), guarded, numthreads=4)
     try:
         server.start()
