@@ -177,8 +177,9 @@ def seed(site: DeployedSite, lan: str, site_ca: Path, tmp_path: Path, pad_client
     poll = poll_create(polls, lan, "Date de l'assemblée générale", ["12 mars", "19 mars"])
     poll_vote(polls, lan, poll, "Alex", [1])
     booking = f"{uuid.uuid4()}@telecentre"
+    day = f"2028{uuid.uuid4().int % 12 + 1:02d}{uuid.uuid4().int % 28 + 1:02d}"  # a free slot
     member_calendar(site, lan, site_ca, "imprimante-3d").save_event(
-        booking_event(booking, "20270115T140000Z", "20270115T170000Z", "Impression des badges")
+        booking_event(booking, f"{day}T140000Z", f"{day}T170000Z", "Impression des badges")
     )
     rows = {service: database_rows(site, service) for service in DATABASES}
     member = site.add_member("Camille Sauvegarde", f"camille-{uuid.uuid4().hex[:6]}@example.org",
@@ -250,7 +251,7 @@ def served_as_seeded(site: DeployedSite, lan: str, site_ca: Path, seeded: Seeded
 def member_in(lan: str, site_ca: Path, member: tuple[str, str]) -> bool:
     """Whether the directory lets this member in (the file share asks it on each request)."""
     answer = session_for(site_ca, member).request(
-        "PROPFIND", f"https://fichiers.{lan}/commun/", headers={"Depth": "0"}, timeout=30
+        "PROPFIND", f"https://fichiers.{lan}/", headers={"Depth": "0"}, timeout=30
     )
     assert answer.status_code in (207, 401), answer.status_code
     return answer.status_code == 207
