@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from telecentre_ctl.errors import TelecentreError
 from telecentre_ctl.lab import apt, cgroups, control
@@ -211,3 +213,24 @@ class MachineSnapshot:
         if markers:
             diff = {k: [e for e in v if any(m in e for m in markers)] for k, v in diff.items()}
         return {key: value for key, value in diff.items() if value}
+
+
+# The site's internal CA on a lab host (LAN sites): what clients of the lab trust.
+CA_ON_HOST = "/srv/telecentre/proxy/data/pki/authorities/local/root.crt"
+
+
+@contextmanager
+def resolve_to(domain: str, address: str) -> Iterator[None]:
+    """Names under `domain` resolve to `address` in this process (as a LAN's DNS would)."""
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and (host == domain or host.endswith("." + domain)):
+            host = address
+        return original(host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = original

@@ -5,41 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from telecentre_ctl.lab.testing import CA_ON_HOST
 from tests.conftest import DeployedSite
 
-CA_ON_HOST = "/srv/telecentre/proxy/data/pki/authorities/local/root.crt"
 PAD_CLIENT = Path(__file__).parent / "padclient"
 
 
 def url(lan: str, sub: str, path: str = "/") -> str:
     return f"https://{sub + '.' if sub else ''}{lan}{path}"
-
-
-@contextmanager
-def resolve_to(domain: str, address: str) -> Iterator[None]:
-    """Names under `domain` resolve to `address` in this process (as a LAN's DNS would)."""
-    original = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and (host == domain or host.endswith("." + domain)):
-            host = address
-        return original(host, *args, **kwargs)
-
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        socket.getaddrinfo = original  # type: ignore[assignment]
 
 
 def fetch_ca(site: DeployedSite, target: Path) -> Path:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from telecentre_ctl.lab.testing import resolve_to
 from tests.conftest import DeployedSite
-from tests.e2e.clients import PAD_CLIENT, fetch_ca, resolve_to
+from tests.e2e.clients import PAD_CLIENT, fetch_ca
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,11 @@ import pytest
 import yaml
 
 from telecentre_ctl.lab import testing
+from telecentre_ctl.lab.testing import resolve_to
 from telecentre_ctl.paths import DEMO_SITE, SERVICES_DIR
 from telecentre_ctl.upgrade import version_of
 from tests.conftest import DeployedSite, LabFactory, set_services
-from tests.e2e.clients import fetch_ca, resolve_to
+from tests.e2e.clients import fetch_ca
 
 pytestmark = pytest.mark.e2e
 
