@@ -155,6 +155,9 @@ def test_members_choose_their_own_password_on_the_account_page(
     login, first = deployed_demo.add_member("Paul Martin", "paul.e2e@example.org", "nomade")
     page = session(site_ca, None).get(url(lan, "compte"), timeout=30)
     assert page.status_code == 200 and 'name="current"' in page.text
+    # the credentials check of the services is not reachable from outside
+    outside = session(site_ca, (login, first)).get(url(lan, "compte", "/auth"), timeout=30)
+    assert outside.status_code == 404
     mine = "Un mot de passe à moi ✓"
     changed = session(site_ca, None).post(url(lan, "compte"), timeout=30, data={
         "uid": login, "current": first, "new": mine, "confirm": mine})  # fmt: skip

@@ -601,7 +601,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         lang = os.environ.get("DIRECTORY_LANG", "fr")
-        if url.path == "/healthz":
+        # The proxy always adds X-Forwarded-For: from outside, only the account page is
+        # served; the check and the health are for the containers of the host.
+        internal = "X-Forwarded-For" not in self.headers
+        if url.path in ("/healthz", "/auth") and not internal:
+            self._send(404, b"not found\n", {"Content-Type": "text/plain"})
+        elif url.path == "/healthz":
             ok = ldapi_answers()
             self._send(200 if ok else 503, b"ok\n" if ok else b"slapd does not answer\n")
         elif url.path == "/auth":
