@@ -22,6 +22,7 @@ DATA_NETWORK = "telecentre_data"  # internal: databases are never reachable from
 # Root certificate of the proxy's internal CA (LAN sites), in its data volume.
 SITE_CA_SOURCE = f"{DATA_DIR}/proxy/data/pki/authorities/local/root.crt"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's bundle of public CAs
+START_INTERVAL = "2s"  # healthchecks while a service starts
 LOG_DRIVER = "local"  # compressed, rotated; the docker role makes it the engine's default too
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([a-z0-9_-]+))?\}")
@@ -343,6 +344,10 @@ def compose_project(
     if "healthcheck" in entry:
         check = dict(entry["healthcheck"])
         check["test"] = [literal(word) for word in check["test"]]
+        if "start_period" in check:
+            # Checked every few seconds while it starts (Docker 25+), not once per interval:
+            # `up --wait` (deploys, restores, upgrades) returns as soon as it is healthy.
+            check.setdefault("start_interval", START_INTERVAL)
         service["healthcheck"] = check
 
     uses_data = entry["kind"] == "dependency" or bool(entry.get("depends"))

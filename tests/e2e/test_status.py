@@ -87,6 +87,7 @@ def test_deployed_site_is_healthy(deployed_demo: DeployedSite) -> None:
     rows = services_of(data)
     # every service, named in plain words in the site's language
     assert {s: r["title"] for s, r in rows.items()} == {
+        "directory": "Mon compte",
         "webdav": "Fichiers partagés",
         "radicale": "Agendas, contacts et réservations",
         "dokuwiki": "Wiki du tiers-lieu",

@@ -195,3 +195,10 @@ def test_recipe_dir_and_digest(tmp_path) -> None:  # type: ignore[no-untyped-def
     assert digest.startswith("sha256:") and digest == compose.recipe_digest(
         recipe, "telecentre/debian-base:trixie"
     )
+
+
+def test_healthchecks_run_often_while_a_service_starts() -> None:
+    site = {**SITE, "base_domain": "c.example.org", "locale": "fr", "title": "C"}
+    for name in ("radicale", "directory", "nextcloud"):
+        check = compose.compose_project(name, site, CATALOG)["services"][name]["healthcheck"]
+        assert check["start_interval"] == "2s" and check["interval"] == "30s"
