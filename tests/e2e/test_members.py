@@ -143,6 +143,16 @@ def test_the_plans_quota_holds_on_the_members_own_folder(
     assert dav.put(own + "a.bin", data=six_mib[:1024], timeout=60).status_code == 204  # smaller
     assert dav.put(own + "b.bin", data=six_mib, timeout=120).status_code == 201  # fits now
     assert dav.delete(own + "b.bin", timeout=30).status_code == 204
+    # a PUT sent in chunks (a generator: no Content-Length) counts its announced size, as
+    # macOS's Finder sends it; without one it is refused, never let past the quota
+    chunked = dav.put(own + "c.bin", data=iter([b"y" * 1024]), timeout=60)
+    assert chunked.status_code == 411 and dav.get(own + "c.bin", timeout=30).status_code == 404
+    announce = {"X-Expected-Entity-Length": str(len(six_mib))}
+    fits = dav.put(own + "c.bin", data=iter([six_mib]), headers=announce, timeout=120)
+    assert fits.status_code == 201 and dav.get(own + "c.bin", timeout=30).content == six_mib
+    over = dav.put(own + "d.bin", data=iter([b"z" * 1024]), headers=announce, timeout=60)
+    assert over.status_code == 507  # 1 KiB + 6 MiB + 6 MiB announced > 10 MiB
+    assert dav.delete(own + "c.bin", timeout=30).status_code == 204
     # the shared folder is not counted in the member's quota
     big = url(lan, "fichiers", f"/commun/gros-{uuid.uuid4().hex[:6]}.bin")
     assert dav.put(big, data=six_mib * 2, timeout=120).status_code == 201

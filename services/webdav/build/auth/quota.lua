@@ -2,7 +2,9 @@
 -- gives (employeeType) and the site's plans (WEBDAV_QUOTAS="plan=MiB,plan=MiB").
 -- A PUT or COPY that would take the folder past its quota is refused with 507
 -- (Insufficient Storage); a file replaced counts for its new size only. The member's
--- folder is made at their first request.
+-- folder is made at their first request. A PUT sent in chunks states no Content-Length:
+-- its announced size (X-Expected-Entity-Length, which macOS's Finder sends) counts
+-- instead, and without one it is refused with 411 (Length Required), never let past.
 require "apache2"
 
 local ROOT = "/srv/files/membres/"
@@ -60,7 +62,14 @@ function check_quota(r)
     return apache2.DECLINED
   end
   local used = usage(r, home)
-  local incoming = tonumber(r.headers_in["Content-Length"] or "0") or 0
+  local incoming = 0
+  if r.method == "PUT" then
+    local stated = r.headers_in["Content-Length"] or r.headers_in["X-Expected-Entity-Length"]
+    incoming = tonumber(stated or "")
+    if not incoming then
+      return 411
+    end
+  end
   if r.method == "COPY" then
     local source = r:stat(target)
     incoming = source and (source.filetype == 2 and usage(r, target) or source.size) or 0
