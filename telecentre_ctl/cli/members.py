@@ -102,6 +102,10 @@ def members(ctx: click.Context, site_dir: Path) -> None:
     logged. Members choose their own on the account page (the directory's address).
     Bad input is refused with exit 2 and nothing changed. Each change is recorded
     (without passwords) in SITE_DIR/logs/members.log.
+
+    \b
+    The help of one command, with examples:
+      telecentre-ctl members SITE_DIR add --help
     """
     ctx.obj = site_dir
 
