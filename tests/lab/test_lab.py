@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,11 @@ def _crash_and_recover(site_dir: Path) -> int:
     crashed = lab.hosts[1]
     assert crashed.pid is not None
     os.kill(crashed.pid, signal.SIGKILL)
+    # The signal is delivered asynchronously: on a busy machine nspawn may still run for a
+    # moment after kill() returns. Wait for it to be gone, then ask the lab.
+    deadline = time.monotonic() + 30
+    while is_our_nspawn(crashed) and time.monotonic() < deadline:
+        time.sleep(0.05)
     states = {h.name: h.state for h in control.list_hosts()}
     assert states[crashed.name] == "crashed"
     recovered = control.up(site_dir, 2)
