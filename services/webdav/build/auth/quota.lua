@@ -62,18 +62,16 @@ function check_quota(r)
     return apache2.DECLINED
   end
   local used = usage(r, home)
-  local incoming = 0
-  if r.method == "PUT" then
+  local incoming
+  if r.method == "COPY" then
+    local source = r:stat(target)
+    incoming = source and (source.filetype == 2 and usage(r, target) or source.size) or 0
+  else
     local stated = r.headers_in["Content-Length"] or r.headers_in["X-Expected-Entity-Length"]
     incoming = tonumber(stated or "")
     if not incoming then
       return 411
     end
-  end
-  if r.method == "COPY" then
-    local source = r:stat(target)
-    incoming = source and (source.filetype == 2 and usage(r, target) or source.size) or 0
-  else
     local old = r:stat(target)
     if old and old.filetype == 1 then
       used = used - old.size
